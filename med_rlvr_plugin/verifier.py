@@ -1,0 +1,330 @@
+"""The Med-RLVR grading rule for multiple-choice responses: pure Python, no torch, no I/O.
+
+Every adapter (the OpenRLHF reward file, evaluation, analysis, servers) calls `grade_response`, so the
+rule lives here once. The rule, step by step (README "The verifier" has the same text with examples):
+
+1. Completion: the response is the query with the prompt removed from its front (also when OpenRLHF
+   truncated the prompt from the left), trailing special tokens and whitespace removed, and, when the
+   prompt ends with `<think>`, that `<think>` put back in front.
+2. Format: exactly one `<think>`, `</think>`, `<answer>`, `</answer>` in that order; non-blank thinking;
+   only whitespace between `</think>` and `<answer>` and after `</answer>`; only whitespace before
+   `<think>` in strict format (anything in lenient format, the paper's); the answer names one letter.
+3. Answer: see `parse_answer_letter`.
+4. Reward: +1 well formed and correct; 0 (neutral, the paper's) or -1 (penalized) well formed and wrong;
+   -1 malformed. Optional shaping beyond the paper (`RewardConfig`) only ever lowers a well-formed
+   response's reward, and never below -1, so a well-formed response never scores under a malformed one.
+
+Every function is total on any string and runs in time linear in its input: the regular expressions
+below are anchored and never nest unbounded quantifiers (whitespace is collapsed before the answer
+grammar runs, so each `\\s?` in it matches at most one character).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from collections.abc import Mapping
+from functools import lru_cache
+
+LETTERS = "ABCDEFGHIJ"
+SCHEMES = ("neutral", "penalized")
+FORMATS = ("lenient", "strict")
+THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE = "<think>", "</think>", "<answer>", "</answer>"
+TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
+
+# Trailing special tokens, matched on the *reversed* completion so that one anchored `match` strips any
+# run of them (with whitespace between) in linear time; a forward search for "junk up to the end" would
+# retry from every position. Covers `<|...|>` (Qwen, Llama-3, Phi), DeepSeek's full-width `<｜...｜>`,
+# and the SentencePiece/Gemma/BERT spellings.
+_NAMED_SPECIAL_TOKENS = ("</s>", "<eos>", "<pad>", "<unk>", "<end_of_turn>", "<eot>", "[PAD]", "[SEP]", "[EOS]")
+_TRAILING_SPECIALS_REVERSED = re.compile(
+    r"(?:\s|>\|[\w.:\-]{1,64}\|<|>｜[^｜<>\s]{1,64}｜<|"
+    + "|".join(re.escape(token[::-1]) for token in _NAMED_SPECIAL_TOKENS)
+    + r")*"
+)
+
+# The answer grammar, run on whitespace-collapsed text: an optional leading phrase ("The correct answer
+# is", "Answer:", "Option", optionally in bold), one letter A-J bare or wrapped in (), [], *, **, _ or __,
+# an optional delimiter, then optionally a space and free text (the option's wording).
+_LEAD = (
+    r"(?:\*{0,2}(?:the )?(?:(?:correct|final|best|right) )?(?:answer|option|choice)(?: is)?"
+    r" ?:? ?\*{0,2} ?:? ?)?"
+)
+_ANSWER = re.compile(
+    rf"(?i:{_LEAD})"
+    r"(?:\((?P<paren>[A-J])\)|\[(?P<bracket>[A-J])\]|\*\*(?P<bold>[A-J])[.):]?\*\*|\*(?P<em>[A-J])\*"
+    r"|__(?P<under2>[A-J])__|_(?P<under>[A-J])_|(?P<bare>[A-J]))"
+    r"(?P<delim>[.):])?(?P<text>(?: .*)?)",
+    re.S,
+)
+_LEAD_ONLY = re.compile(rf"(?i:{_LEAD})")
+# Text after the letter that names another option makes the answer a hedge: "(A) or (C)", "A. C.",
+# "(A), (C)", "C. Levothyroxine or D. Propylthiouracil". A letter needs a delimiter to count there, so
+# option wording such as "A decrease in ..." or "Hepatitis B and C" is not mistaken for one (the price:
+# "C. Levothyroxine or D" with nothing after the D counts as C).
+_OTHER_LETTER = r"(?:\([A-J]\)|\[[A-J]\]|[A-J](?:[):,/]|\.(?= \S)))"
+_HEDGE_START = re.compile(rf"(?:(?i:or|and|vs\.?|versus)\b|[/,&;+]|{_OTHER_LETTER}|[A-J]\.?$)")
+_HEDGE_INSIDE = re.compile(rf"(?i:\b(?:or|and)) {_OTHER_LETTER}")
+_OPTION_LINE = re.compile(r"^([A-J])\. (.+?)\s*$", re.M)
+_EDGE_PUNCTUATION = " .,;:!*_\"'`"
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """How a graded response becomes a reward. The defaults reproduce the paper.
+
+    scheme: "neutral" (well formed and wrong earns 0; the paper's) or "penalized" (-1; its ablation).
+    format: "lenient" (anything may precede `<think>`; the paper's, which let the "step-by-step exploit"
+        stage earn reward) or "strict" (only whitespace may).
+    leak_penalty: subtracted when the thinking block merely states the chosen option (see
+        `is_answer_leak`): the paper's "direct answer hacker" stage. 0 turns it off.
+    min_think_words, short_think_penalty: a well-formed response whose thinking block has fewer than
+        `min_think_words` whitespace-separated words loses `short_think_penalty`. 0 words turns it off.
+    """
+
+    scheme: str = "neutral"
+    format: str = "lenient"
+    leak_penalty: float = 0.0
+    min_think_words: int = 0
+    short_think_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"unknown reward scheme {self.scheme!r}; valid: {', '.join(SCHEMES)}")
+        if self.format not in FORMATS:
+            raise ValueError(f"unknown format {self.format!r}; valid: {', '.join(FORMATS)}")
+        for name in ("leak_penalty", "min_think_words", "short_think_penalty"):
+            if not getattr(self, name) >= 0:  # also rejects NaN
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+
+
+# Environment variables that configure the OpenRLHF reward file (and anything else reading a config from
+# an environment), mapped to RewardConfig fields and their types.
+ENV_VARS = {
+    "MED_RLVR_REWARD_SCHEME": ("scheme", str),
+    "MED_RLVR_FORMAT": ("format", str),
+    "MED_RLVR_LEAK_PENALTY": ("leak_penalty", float),
+    "MED_RLVR_MIN_THINK_WORDS": ("min_think_words", int),
+    "MED_RLVR_SHORT_THINK_PENALTY": ("short_think_penalty", float),
+}
+
+
+def config_from_env(environ: Mapping[str, str]) -> RewardConfig:
+    """The RewardConfig an environment describes; unset variables keep the paper's defaults.
+
+    ValueError on a bad value, and on any other MED_RLVR_* name (the prefix belongs to these variables),
+    so a typo such as MED_RLVR_SCHEME=penalized cannot silently run the wrong ablation.
+    """
+    unknown = sorted(name for name in environ if name.startswith("MED_RLVR_") and name not in ENV_VARS)
+    if unknown:
+        raise ValueError(f"unknown variable {', '.join(unknown)}; valid: {', '.join(ENV_VARS)}")
+    fields = {}
+    for name, (field, kind) in ENV_VARS.items():
+        if name in environ:
+            # Validate each variable alone so that the message names the variable that is wrong.
+            try:
+                fields[field] = kind(environ[name])
+                RewardConfig(**{field: fields[field]})
+            except ValueError as error:
+                raise ValueError(f"{name}={environ[name]!r}: {error}") from None
+    return RewardConfig(**fields)
+
+
+@dataclass(frozen=True)
+class Grade:
+    """The verdict on one response, with what analysis and logging need to see why."""
+
+    reward: float
+    correct: bool  # well formed and names the gold letter; this is `scores` for OpenRLHF
+    well_formed: bool
+    error: str | None  # why it is malformed, None when well formed
+    letter: str | None  # the letter the answer block names, None when it names none
+    preamble: bool  # non-whitespace text before the first `<think>`
+    answer_leak: bool
+    think_words: int
+    completion: str
+    prompt_found: bool  # False when the prompt could not be located in the query (split was a guess)
+
+
+def extract_completion(query: str, prompt: str) -> tuple[str, bool]:
+    """The policy's completion inside an OpenRLHF query (prompt + response), and whether the prompt was found.
+
+    The query is normally the prompt followed by the response. OpenRLHF truncates an over-long prompt
+    from the left at a token boundary, so the query may start partway into the prompt, possibly with a
+    broken first character (U+FFFD). When the prompt cannot be located (a tokenizer whose decode does not
+    reproduce the prompt), the response is guessed to follow the prompt's last line, and the second value
+    is False so callers can report it.
+    """
+    start = _response_start(query, prompt)
+    found = start is not None
+    if start is None:
+        last_line = prompt.rstrip().rpartition("\n")[2].strip()
+        window = query[: len(prompt) + 64]
+        cut = window.rfind(last_line) if last_line else -1
+        start = cut + len(last_line) if cut >= 0 else 0
+    response = query[start:]
+    response = response[: len(response) - _TRAILING_SPECIALS_REVERSED.match(response[::-1]).end()]
+    if prompt.rstrip().endswith(THINK_OPEN):
+        response = THINK_OPEN + response
+    return response, found
+
+
+def _response_start(query: str, prompt: str) -> int | None:
+    if query.startswith(prompt):
+        return len(prompt)
+    # A prefix such as a BOS token before the full prompt.
+    at = query.find(prompt, 0, len(prompt) + 64)
+    if at >= 0:
+        return at + len(prompt)
+    # Left-truncated prompt: the query opens with a suffix of the prompt. Find the longest such suffix by
+    # locating the prompt's last 64 characters and checking that everything before them is prompt too.
+    body = len(query) - len(query.lstrip("\ufffd"))
+    anchor = prompt[-64:]
+    if not anchor:
+        return body
+    end = body + len(prompt)
+    while (at := query.rfind(anchor, body, end)) >= 0:
+        if prompt.endswith(query[body : at + len(anchor)]):
+            return at + len(anchor)
+        end = at + len(anchor) - 1
+    return None
+
+
+def parse_answer_letter(block: str) -> str | None:
+    """The option letter an answer block names, or None when it names none (which makes a response malformed).
+
+    Accepted (after stripping): `C`; a lone lower-case `c`; `(C)`, `[C]`, `*C*`, `**C**`, `_C_`, `__C__`;
+    `C.`, `C)`, `C:` with or without the option's wording after them (`C) Levothyroxine`); a wrapped letter
+    followed by wording (`(C) Levothyroxine`); any of these after a leading phrase (`Option C`,
+    `option (C)`, `The answer is C`, `The correct answer is (C).`, `Answer: C`, `**Answer:** C`); and the
+    whole block in bold (`**C. Levothyroxine**`). Not accepted: an empty block, wording without a letter,
+    hedges (`A or C`, `A, C`, `C/D`, `CD`, `A and C`, `(A) or (C)`, `C. Levothyroxine or D. PTU`), numbers,
+    letters past J, and sentences that merely start with a capital letter (`A 45-year-old ...`).
+    """
+    parsed = _parse_answer(block)
+    return parsed[0] if parsed else None
+
+
+def _parse_answer(block: str) -> tuple[str, str] | None:
+    """(letter, wording after it) for an answer block, or None; the grammar of `parse_answer_letter`."""
+    text = " ".join(block.split())
+    if len(text) == 1 and text in "abcdefghij":
+        return text.upper(), ""
+    if len(text) > 4 and text[:2] == text[-2:] and text[:2] in ("**", "__"):
+        text = text[2:-2].strip()
+    match = _ANSWER.fullmatch(text)
+    if not match:
+        return None
+    letter = next(value for value in match.group("paren", "bracket", "bold", "em", "under2", "under", "bare") if value)
+    wording = match.group("text").strip()
+    # A bare letter needs a delimiter before any wording, or "I think ..." would name I.
+    if match.group("bare") and wording and not match.group("delim"):
+        return None
+    if wording and (_HEDGE_START.match(wording) or _HEDGE_INSIDE.search(wording)):
+        return None
+    return letter, wording
+
+
+def parse_label(label: object) -> str:
+    """The gold letter of a label such as "C", " c ", "(C)", "[C]" or "C."; ValueError when it names none.
+
+    A label naming no letter is a configuration error, never a reward: "" is what OpenRLHF passes when
+    `--data.label_key` was not given, and an integer is an option index whose base (0 or 1) is unknowable.
+    """
+    text = label.strip().rstrip(".").strip("()[] ").upper() if isinstance(label, str) else ""
+    if len(text) == 1 and text in LETTERS:
+        return text
+    if label == "":
+        cause = "the label is empty: OpenRLHF passes '' when --data.label_key is not given (use --data.label_key label)"
+    else:
+        cause = (
+            "the label column does not hold the gold option letter A-J: check --data.label_key, or prepare the "
+            "prompt file with data_prep/prepare.py"
+        )
+    raise ValueError(f"med-rlvr: label {label!r} names no option letter; {cause}")
+
+
+@lru_cache(maxsize=4096)
+def parse_options(prompt: str) -> dict[str, str]:
+    """Option letter -> option text, from the prompt's `X. text` lines (the last line wins for a letter).
+
+    Cached because OpenRLHF grades n_samples_per_prompt responses to each prompt.
+    """
+    return dict(_OPTION_LINE.findall(prompt))
+
+
+def _normalize(text: str) -> str:
+    return " ".join(text.lower().split()).strip(_EDGE_PUNCTUATION)
+
+
+def is_answer_leak(think: str, letter: str, option_text: str | None) -> bool:
+    """Whether a thinking block merely states the chosen option instead of reasoning towards it.
+
+    True when the block, compared case- and whitespace-insensitively and ignoring edge punctuation, is
+    exactly: the chosen letter in any answer-block form (`C`, `(C)`, `The answer is C.`), that letter
+    followed by the option's text (`C. Levothyroxine`), or the option's text alone, optionally after a
+    leading phrase (`The answer is levothyroxine`). Any other word in the block counts as reasoning.
+    """
+    option = _normalize(option_text) if option_text else None
+    parsed = _parse_answer(think)
+    if parsed and parsed[0] == letter and (not parsed[1] or _normalize(parsed[1]) == option):
+        return True
+    if not option:
+        return False
+    collapsed = " ".join(think.split())
+    return _normalize(collapsed[_LEAD_ONLY.match(collapsed).end() :]) == option
+
+
+def grade_response(query: str, prompt: str, label: object, config: RewardConfig = RewardConfig()) -> Grade:
+    """Grade one OpenRLHF sample (query = prompt + response as decoded, prompt, label) under `config`.
+
+    Raises ValueError only for a label naming no letter (a configuration error); any query is graded.
+    """
+    gold = parse_label(label)
+    completion, prompt_found = extract_completion(query, prompt)
+    think_open = completion.find(THINK_OPEN)
+    think_close = completion.find(THINK_CLOSE, think_open + 1) if think_open >= 0 else -1
+    think = completion[think_open + len(THINK_OPEN) : think_close] if think_close >= 0 else ""
+    preamble = think_open > 0 and not completion[:think_open].isspace()
+    think_words = len(think.split())
+
+    error, letter = None, None
+    answer_open, answer_close = completion.find(ANSWER_OPEN), completion.find(ANSWER_CLOSE)
+    if any(completion.count(tag) != 1 for tag in TAGS):
+        error = "each of <think>, </think>, <answer>, </answer> must appear exactly once"
+    elif not think_open < think_close < answer_open < answer_close:
+        error = "tags out of order: expected <think> </think> <answer> </answer>"
+    elif not think.strip():
+        error = "empty thinking block"
+    elif completion[think_close + len(THINK_CLOSE) : answer_open].strip():
+        error = "text between </think> and <answer>"
+    elif completion[answer_close + len(ANSWER_CLOSE) :].strip():
+        error = "text after </answer>"
+    elif preamble and config.format == "strict":
+        error = "text before <think> (strict format)"
+    else:
+        letter = parse_answer_letter(completion[answer_open + len(ANSWER_OPEN) : answer_close])
+        if letter is None:
+            error = "the answer block names no single option letter A-J"
+
+    correct = leak = False
+    if error:
+        reward = -1.0
+    else:
+        correct = letter == gold
+        leak = is_answer_leak(think, letter, parse_options(prompt).get(letter))
+        reward = 1.0 if correct else (0.0 if config.scheme == "neutral" else -1.0)
+        reward -= config.leak_penalty if leak else 0.0
+        reward -= config.short_think_penalty if think_words < config.min_think_words else 0.0
+    return Grade(
+        reward=max(reward, -1.0),
+        correct=correct,
+        well_formed=error is None,
+        error=error,
+        letter=letter,
+        preamble=preamble,
+        answer_leak=leak,
+        think_words=think_words,
+        completion=completion,
+        prompt_found=prompt_found,
+    )
