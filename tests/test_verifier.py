@@ -1,0 +1,324 @@
+"""The grading rule, rule by rule, on responses to a prompt rendered with the project's own template."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from med_rlvr_plugin.prompts import render_prompt
+from med_rlvr_plugin.verifier import (
+    RewardConfig,
+    config_from_env,
+    extract_completion,
+    grade_response,
+    is_answer_leak,
+    parse_answer_letter,
+    parse_label,
+)
+
+# A question written for these tests (not taken from any dataset).
+PROMPT = render_prompt(
+    "A 34-year-old woman has fatigue, weight gain, cold intolerance and constipation for four months. "
+    "Her TSH is elevated and free T4 is low. Which is the most appropriate treatment?",
+    ["Propranolol", "Methimazole", "Levothyroxine", "Radioactive iodine", "Observation"],
+)
+GOLD = "C"
+REASONING = "Elevated TSH with low free T4 means primary hypothyroidism, which is treated with thyroid hormone."
+PENALIZED = RewardConfig(scheme="penalized")
+STRICT = RewardConfig(format="strict")
+
+
+def grade(response: str, config: RewardConfig = RewardConfig(), label: object = GOLD):
+    return grade_response(PROMPT + response, PROMPT, label, config)
+
+
+@pytest.mark.parametrize(
+    "block, letter",
+    [
+        ("C", "C"),
+        (" C \n", "C"),
+        ("c", "C"),
+        ("(C)", "C"),
+        ("[C]", "C"),
+        ("**C**", "C"),
+        ("*C*", "C"),
+        ("__C__", "C"),
+        ("C.", "C"),
+        ("C)", "C"),
+        ("C:", "C"),
+        ("C. Levothyroxine", "C"),
+        ("C) Levothyroxine", "C"),
+        ("C: Levothyroxine", "C"),
+        ("(C) Levothyroxine", "C"),
+        ("(C). Levothyroxine", "C"),
+        ("**C.** Levothyroxine", "C"),
+        ("**C. Levothyroxine**", "C"),
+        ("Option C", "C"),
+        ("option (C)", "C"),
+        ("The answer is C", "C"),
+        ("The answer is C.", "C"),
+        ("The answer is: C", "C"),
+        ("The correct answer is (C).", "C"),
+        ("Answer: C", "C"),
+        ("**Answer:** C", "C"),
+        ("Final answer: C) Levothyroxine", "C"),
+        ("The best option is **C**", "C"),
+        ("J", "J"),
+        ("A", "A"),
+        # Option wording that contains letters is not a hedge.
+        ("C) A decrease in TSH", "C"),
+        ("C) Hepatitis B and C", "C"),
+        ("D. Vitamin D.", "D"),
+        ("B) Vitamin B12 deficiency", "B"),
+    ],
+)
+def test_answer_forms_that_name_a_letter(block, letter):
+    assert parse_answer_letter(block) == letter
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        "",
+        "   ",
+        "Levothyroxine",
+        "A or C",
+        "A, C",
+        "C/D",
+        "CD",
+        "A and C",
+        "(A) or (C)",
+        "(A), (C)",
+        "A) B)",
+        "C. D",
+        "C. Levothyroxine or D. Radioactive iodine",
+        "3",
+        "(3)",
+        "K",
+        "(K)",
+        "A 45-year-old man",
+        "I think it is C",
+        "C Levothyroxine",
+        "(A)(C)",
+        "c.",
+        "the answer is c",
+        "**A** or **C**",
+        "(C",
+        "C]",
+        "\\boxed{C}",
+    ],
+)
+def test_answer_forms_that_name_no_letter(block):
+    assert parse_answer_letter(block) is None
+
+
+@pytest.mark.parametrize("label", ["C", "c", " C ", "(C)", "[c]", "C.", "C\n"])
+def test_labels_accepted(label):
+    assert parse_label(label) == "C"
+
+
+@pytest.mark.parametrize("label, cause", [("", "--data.label_key"), ("Levothyroxine", "label_key"), (2, "label_key"), ("K", "label_key"), (None, "label_key")])
+def test_labels_naming_no_letter_raise_with_the_cause(label, cause):
+    with pytest.raises(ValueError, match="names no option letter") as raised:
+        grade(f"<think>{REASONING}</think><answer>C</answer>", label=label)
+    assert cause in str(raised.value) and repr(label) in str(raised.value)
+
+
+WELL_FORMED = [
+    f" <think>{REASONING}</think> <answer>C</answer>",
+    f"<think>\n{REASONING}\n</think>\n<answer>\nC. Levothyroxine\n</answer>\n",
+    f" <think>{REASONING}</think><answer>The correct answer is (C).</answer><|endoftext|>",
+    f" <think>{REASONING}</think><answer>C</answer><|im_end|>\n<|endoftext|>",
+    f" <think>{REASONING}</think><answer>C</answer></s>",
+    f" <think>{REASONING}</think><answer>C</answer> <eos>",
+    f" <think>{REASONING}</think><answer>C</answer><pad><pad><pad>",
+    f" <think>{REASONING}</think><answer>C</answer><｜end▁of▁sentence｜>",
+]
+
+
+@pytest.mark.parametrize("response", WELL_FORMED)
+def test_well_formed_responses_earn_the_scheme_rewards(response):
+    right = grade(response)
+    assert (right.well_formed, right.correct, right.reward) == (True, True, 1.0)
+    for label, config, reward in [("A", RewardConfig(), 0.0), ("A", PENALIZED, -1.0)]:
+        wrong = grade(response, config, label=label)
+        assert (wrong.well_formed, wrong.correct, wrong.reward) == (True, False, reward)
+
+
+@pytest.mark.parametrize(
+    "response, error",
+    [
+        (f" {REASONING} The answer is C.", "exactly once"),
+        (f" <think>{REASONING}</think>", "exactly once"),
+        (f" <think>{REASONING}<answer>C</answer>", "exactly once"),
+        (f" <think>{REASONING}</think><think>more</think><answer>C</answer>", "exactly once"),
+        (f" <think>{REASONING}</think><answer>C</answer><answer>C</answer>", "exactly once"),
+        (f" <THINK>{REASONING}</THINK><answer>C</answer>", "exactly once"),
+        (f" <thinking>{REASONING}</thinking><answer>C</answer>", "exactly once"),
+        (f" <think>{REASONING}</think><ANSWER>C</ANSWER>", "exactly once"),
+        (f" <answer>C</answer><think>{REASONING}</think>", "out of order"),
+        (f" </think>{REASONING}<think><answer>C</answer>", "out of order"),
+        (f" <think>{REASONING}<answer>C</answer></think>", "out of order"),
+        (" <think> \n </think><answer>C</answer>", "empty thinking"),
+        (" <think></think><answer>C</answer>", "empty thinking"),
+        (f" <think>{REASONING}</think> So: <answer>C</answer>", "between </think> and <answer>"),
+        (f" <think>{REASONING}</think><answer>C</answer> Hope this helps.", "after </answer>"),
+        (f" <think>{REASONING}</think><answer>C</answer><|im_end|>\nHuman: thanks", "after </answer>"),
+        (f" <think>{REASONING}</think><answer></answer>", "names no single option letter"),
+        (f" <think>{REASONING}</think><answer>Levothyroxine</answer>", "names no single option letter"),
+        (f" <think>{REASONING}</think><answer>B or C</answer>", "names no single option letter"),
+    ],
+)
+def test_malformed_responses_earn_minus_one_under_both_schemes(response, error):
+    for config in (RewardConfig(), PENALIZED, STRICT):
+        verdict = grade(response, config)
+        assert (verdict.well_formed, verdict.correct, verdict.reward) == (False, False, -1.0)
+        assert error in verdict.error
+
+
+def test_text_before_think_is_allowed_only_in_lenient_format():
+    response = f" Let me solve this step by step. {REASONING} <think>Hypothyroidism.</think><answer>C</answer>"
+    lenient, strict = grade(response), grade(response, STRICT)
+    assert (lenient.well_formed, lenient.reward, lenient.preamble) == (True, 1.0, True)
+    assert (strict.well_formed, strict.reward, strict.preamble) == (False, -1.0, True)
+    assert "before <think>" in strict.error
+    assert grade(f" \n <think>{REASONING}</think><answer>C</answer>", STRICT).reward == 1.0
+
+
+def test_prompt_ending_with_think_opens_the_block_for_the_model():
+    prompt = PROMPT + " <think>"
+    verdict = grade_response(prompt + f"{REASONING}</think> <answer>C</answer>", prompt, GOLD)
+    assert verdict.completion.startswith("<think>" + REASONING)
+    assert (verdict.well_formed, verdict.reward) == (True, 1.0)
+    # A second <think> from the model is then a repeated tag.
+    assert grade_response(prompt + f"<think>{REASONING}</think><answer>C</answer>", prompt, GOLD).reward == -1.0
+
+
+def test_query_starting_partway_through_a_left_truncated_prompt():
+    response = f" <think>{REASONING}</think> <answer>C</answer><|endoftext|>"
+    for cut in (1, 40, len(PROMPT) // 2, len(PROMPT) - 70):
+        query = PROMPT[cut:] + response
+        completion, found = extract_completion(query, PROMPT)
+        assert found and completion == response.removesuffix("<|endoftext|>")
+        # A token boundary inside a multi-byte character decodes as U+FFFD.
+        completion, found = extract_completion("\ufffd" + query, PROMPT)
+        assert found and completion == response.removesuffix("<|endoftext|>")
+    assert grade_response(PROMPT[300:] + response, PROMPT, GOLD).reward == 1.0
+
+
+def test_truncated_query_whose_response_repeats_the_prompt_ending():
+    # The response quotes the prompt's last lines; the split must stay at the real prompt end.
+    tail = PROMPT[-120:]
+    response = f" <think>{tail}{REASONING}</think><answer>C</answer>"
+    completion, found = extract_completion(PROMPT[200:] + response, PROMPT)
+    assert found and completion == response
+
+
+def test_prefix_before_the_prompt_and_a_prompt_that_did_not_round_trip():
+    response = f" <think>{REASONING}</think><answer>C</answer>"
+    completion, found = extract_completion("<s>" + PROMPT + response, PROMPT)
+    assert found and completion == response
+    # A decode that changed whitespace inside the prompt: the split falls after the last line, flagged.
+    altered = PROMPT.replace("User: ", "User:  ")
+    completion, found = extract_completion(altered + response, PROMPT)
+    assert not found and completion == response
+
+
+@pytest.mark.parametrize(
+    "think, leak",
+    [
+        ("C", True),
+        (" (C) ", True),
+        ("The answer is C.", True),
+        ("C. Levothyroxine", True),
+        ("Levothyroxine", True),
+        ("levothyroxine.", True),
+        ("The answer is Levothyroxine", True),
+        ("**Answer:** C", True),
+        ("B", False),  # states a different letter than the one answered
+        ("C. Levothyroxine, because TSH is high and T4 is low.", False),
+        ("Levothyroxine replaces the missing hormone.", False),
+        (REASONING, False),
+    ],
+)
+def test_answer_leak_is_a_thinking_block_that_only_states_the_chosen_option(think, leak):
+    assert is_answer_leak(think, "C", "Levothyroxine") is leak
+    verdict = grade(f" <think>{think}</think><answer>C</answer>")
+    assert verdict.answer_leak is leak
+
+
+def test_leak_penalty_and_minimum_thinking_length_lower_the_reward_but_never_below_minus_one():
+    leak = " <think>The answer is C.</think><answer>C</answer>"
+    assert grade(leak).reward == 1.0
+    assert grade(leak, RewardConfig(leak_penalty=0.5)).reward == 0.5
+    assert grade(leak, RewardConfig(leak_penalty=0.5), label="A").reward == -0.5
+    assert grade(leak, RewardConfig(scheme="penalized", leak_penalty=0.5), label="A").reward == -1.0
+    assert grade(f" <think>{REASONING}</think><answer>C</answer>", RewardConfig(leak_penalty=0.5)).reward == 1.0
+
+    short = " <think>Hypothyroidism: replace hormone.</think><answer>C</answer>"  # 3 words
+    assert grade(short, RewardConfig(min_think_words=3)).reward == 1.0
+    assert grade(short, RewardConfig(min_think_words=4)).reward == 0.0
+    assert grade(short, RewardConfig(min_think_words=4, short_think_penalty=0.25)).reward == 0.75
+    assert grade(short, RewardConfig(min_think_words=4), label="A").reward == -1.0
+    # Shaping applies to well-formed responses only; a scored response stays scored.
+    verdict = grade(short, RewardConfig(min_think_words=4))
+    assert verdict.correct and verdict.think_words == 3
+
+
+def test_config_from_environment():
+    assert config_from_env({}) == RewardConfig()
+    assert config_from_env({"PATH": "/bin", "MED_RLVR_REWARD_SCHEME": "penalized", "MED_RLVR_FORMAT": "strict",
+                            "MED_RLVR_LEAK_PENALTY": "0.5", "MED_RLVR_MIN_THINK_WORDS": "20",
+                            "MED_RLVR_SHORT_THINK_PENALTY": "0.3"}) == RewardConfig("penalized", "strict", 0.5, 20, 0.3)
+    for environ, message in [
+        ({"MED_RLVR_REWARD_SCHEME": "negative"}, "MED_RLVR_REWARD_SCHEME='negative'.*valid: neutral, penalized"),
+        ({"MED_RLVR_FORMAT": "loose"}, "MED_RLVR_FORMAT='loose'.*valid: lenient, strict"),
+        ({"MED_RLVR_LEAK_PENALTY": "-1"}, "MED_RLVR_LEAK_PENALTY='-1'.*>= 0"),
+        ({"MED_RLVR_LEAK_PENALTY": "nan"}, "MED_RLVR_LEAK_PENALTY='nan'"),
+        ({"MED_RLVR_MIN_THINK_WORDS": "1.5"}, "MED_RLVR_MIN_THINK_WORDS='1.5'"),
+        ({"MED_RLVR_SCHEME": "penalized"}, "unknown variable MED_RLVR_SCHEME; valid: MED_RLVR_REWARD_SCHEME"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            config_from_env(environ)
+
+
+def test_adversarial_responses_are_graded_not_raised():
+    for response in [
+        "<think>" * 20000,
+        "<think>x</think><answer>" + "(" * 50000 + "</answer>",
+        "<think>x</think><answer>" + "The answer is " * 5000 + "</answer>",
+        "<think>x</think><answer>Answer" + " " * 100000 + "!</answer>",
+        "<think>x</think><answer>C" + ". C" * 30000 + "</answer>",
+        "<think>x</think><answer>C</answer>" + "<|im_end|>" * 20000 + "x",
+        "\ufffd" * 1000 + "<|" * 10000,
+    ]:
+        verdict = grade(response)
+        assert verdict.reward == -1.0 and not verdict.well_formed
+    # A long run of trailing special tokens is stripped whole.
+    verdict = grade(f" <think>{REASONING}</think><answer>C</answer>" + "<|im_end|>\n" * 20000)
+    assert verdict.reward == 1.0
+
+
+# Fragments that make random responses hit the interesting branches far more often than random text.
+FRAGMENTS = st.sampled_from(
+    ["<think>", "</think>", "<answer>", "</answer>", "C", "(B)", "A or C", "The answer is ", " ", "\n", REASONING,
+     "<|im_end|>", "<|endoftext|>", "Levothyroxine", "c", ".", "**"]
+)
+RESPONSES = st.one_of(st.text(max_size=200), st.lists(st.one_of(FRAGMENTS, st.text(max_size=5)), max_size=12).map("".join))
+SUFFIXES = st.lists(st.sampled_from(["<|im_end|>", "<|endoftext|>", "</s>", "<eos>", "<pad>", " ", "\n", "\t"]), max_size=6)
+
+
+@settings(max_examples=400, deadline=None)
+@given(response=RESPONSES, label=st.sampled_from("ABCDE"), penalized=st.booleans(), strict=st.booleans())
+def test_any_response_gets_a_reward_in_the_rule_set(response, label, penalized, strict):
+    config = RewardConfig(scheme="penalized" if penalized else "neutral", format="strict" if strict else "lenient")
+    verdict = grade(response, config, label=label)
+    assert verdict.reward in {-1.0, 0.0, 1.0}
+    assert verdict.correct == (verdict.reward == 1.0)
+    assert verdict.well_formed == (verdict.error is None)
+
+
+@settings(max_examples=400, deadline=None)
+@given(response=RESPONSES, suffix=SUFFIXES)
+def test_trailing_special_tokens_and_whitespace_never_change_the_grade(response, suffix):
+    plain, padded = grade(response), grade(response + "".join(suffix))
+    assert (padded.reward, padded.error, padded.letter) == (plain.reward, plain.error, plain.letter)
