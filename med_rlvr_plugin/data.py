@@ -325,9 +325,12 @@ def _exclusion_index(paths: Iterable[str | os.PathLike]) -> dict[str, str]:
             if not line.strip():
                 continue
             try:
-                question = json.loads(line)["question"]
+                row = json.loads(line)
+                question = row["question"] if "prompt" in row else None
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise DataError(f"{path}:{number}: no 'question' field; --exclude takes files written by prepare.py") from None
+                question = None
+            if not isinstance(question, str):
+                raise DataError(f"{path}:{number}: not a prepared row; --exclude takes files written by prepare.py")
             index.setdefault(normalize(question), str(path))
     return index
 
