@@ -266,6 +266,11 @@ def is_answer_leak(think: str, letter: str, option_text: str | None) -> bool:
     leading phrase (`The answer is levothyroxine`). Any other word in the block counts as reasoning.
     """
     option = _normalize(option_text) if option_text else None
+    # A leak holds at most a leading phrase (up to 7 words, e.g. "**The correct answer is : **"), the
+    # letter and the option's words; splitting no further than that keeps long reasoning unscanned.
+    limit = len(option.split()) + 10 if option else 10
+    if len(think.split(maxsplit=limit)) > limit:
+        return False
     parsed = _parse_answer(think)
     if parsed and parsed[0] == letter and (not parsed[1] or _normalize(parsed[1]) == option):
         return True

@@ -322,3 +322,11 @@ def test_any_response_gets_a_reward_in_the_rule_set(response, label, penalized, 
 def test_trailing_special_tokens_and_whitespace_never_change_the_grade(response, suffix):
     plain, padded = grade(response), grade(response + "".join(suffix))
     assert (padded.reward, padded.error, padded.letter) == (plain.reward, plain.error, plain.letter)
+
+
+def test_answer_leak_with_a_long_option_and_a_long_leading_phrase():
+    option = "Begin oral levothyroxine at a low dose and recheck the TSH level in six weeks"
+    assert is_answer_leak(f"**The correct answer is :** C. {option}.", "C", option)
+    assert is_answer_leak(f"The correct answer is {option}", "C", option)
+    assert not is_answer_leak(f"**The correct answer is :** C. {option}, since T4 is low.", "C", option)
+    assert not is_answer_leak(f"C. {option} " + "reasoning " * 10000, "C", option)

@@ -1,0 +1,98 @@
+"""Per-call time of the OpenRLHF reward file, beside a floor measured in the same run.
+
+The floor is the shape of the common peer reward functions: one compiled regex for the format, one for
+the answer, and the returned values built as tensors. Ours does more (prompt location, special-token
+stripping, the full format rule, the answer grammar, the leak check, seven logged metrics). Targets:
+median within 3x of the floor on realistic responses; a 1 MB adversarial response under 50 ms; time
+growing linearly with length (each doubling of the input about doubles the time).
+
+    python benchmarks/bench_reward.py [--repeats 2000]
+"""
+
+import argparse
+import importlib.util
+import re
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from med_rlvr_plugin.prompts import render_prompt
+
+REWARD_FILE = Path(__file__).resolve().parents[1] / "med_rlvr_plugin" / "openrlhf_reward.py"
+PROMPT = render_prompt(
+    "A 52-year-old man has crushing chest pain for 40 minutes, diaphoresis, and ST elevation in leads II, III "
+    "and aVF. Which coronary artery is most likely occluded?",
+    ["Left anterior descending", "Left circumflex", "Right coronary", "Left main", "Posterior descending"],
+)
+SENTENCE = "ST elevation in the inferior leads points to the right coronary artery, which supplies the inferior wall. "
+
+FORMAT = re.compile(r"^<think>.*?</think>\s*<answer>.*?</answer>$", re.S)
+ANSWER = re.compile(r"<answer>\s*\(?([A-J])\)?\s*</answer>")
+
+
+def floor_reward(queries, prompts, labels, **kwargs):
+    response = queries[0][len(prompts[0]) :].replace("<|endoftext|>", "").strip()
+    well_formed = FORMAT.match(response) is not None
+    match = ANSWER.search(response)
+    correct = well_formed and match is not None and match.group(1) == labels[0]
+    reward = 1.0 if correct else (0.0 if well_formed else -1.0)
+    return {"rewards": torch.tensor(reward), "scores": torch.tensor(float(correct)),
+            "extra_logs": {"accuracy": torch.tensor(float(correct))}}
+
+
+def load_reward_func():
+    spec = importlib.util.spec_from_file_location("reward_func", REWARD_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.reward_func
+
+
+def per_call_seconds(function, query: str, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function([query], [PROMPT], ["C"])
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def adversarial(size: int) -> dict[str, str]:
+    """Responses of about `size` characters built to hurt regex engines and naive parsers."""
+    return {
+        "repeated <think>": "<think>" * (size // 7),
+        "tags, no closing": ("<think></think><answer>" * (size // 22))[:size],
+        "parentheses in answer": "<think>x</think><answer>" + "(" * size + "</answer>",
+        "whitespace in answer": "<think>x</think><answer>Answer" + " " * size + "!</answer>",
+        "trailing specials": "<think>x</think><answer>C</answer>" + "<|im_end|>\n" * (size // 11) + "x",
+        "long thinking": "<think>" + SENTENCE * (size // len(SENTENCE)) + "</think><answer>C</answer>",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=2000, help="calls per realistic response length")
+    args = parser.parse_args()
+    reward_func = load_reward_func()
+
+    print("realistic responses: median per call (us), ours vs floor in the same run")
+    print(f"{'think words':>12} {'chars':>8} {'ours':>8} {'floor':>8} {'ratio':>6}")
+    for sentences in (3, 15, 60, 240):
+        response = f"<think>{SENTENCE * sentences}</think>\n<answer>C</answer><|endoftext|>"
+        query = PROMPT + response
+        ours = statistics.median(per_call_seconds(reward_func, query, args.repeats)) * 1e6
+        floor = statistics.median(per_call_seconds(floor_reward, query, args.repeats)) * 1e6
+        words = len(SENTENCE.split()) * sentences
+        print(f"{words:>12} {len(response):>8} {ours:>8.1f} {floor:>8.1f} {ours / floor:>6.2f}")
+
+    print("\nadversarial responses: ms per call at 1 MB, and time ratio for each doubling 128 KB -> 1 MB")
+    sizes = [2**17, 2**18, 2**19, 2**20]
+    for name in adversarial(1):
+        times = [min(per_call_seconds(reward_func, PROMPT + adversarial(size)[name], 3)) for size in sizes]
+        ratios = " ".join(f"{later / earlier:.2f}" for earlier, later in zip(times, times[1:]))
+        print(f"{name:>24}: {times[-1] * 1e3:7.2f} ms   doubling ratios {ratios}")
+
+
+if __name__ == "__main__":
+    main()
