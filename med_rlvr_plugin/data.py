@@ -215,10 +215,10 @@ def _question(row: Mapping, source: Source) -> str:
         raise InvalidRow(source.context, f"expected a non-empty list of passages, got {passages!r}")
     if labels is not None and (not isinstance(labels, list) or len(labels) != len(passages)):
         raise InvalidRow(source.context_labels, f"expected one label per passage ({len(passages)}), got {labels!r}")
-    lines = [
-        f"{label}: {' '.join(passage.split())}" if label else " ".join(passage.split())
-        for label, passage in zip(labels or [None] * len(passages), passages)
-    ]
+    lines = []
+    for index, passage in enumerate(passages):
+        text = " ".join(_text(passage, f"{source.context}[{index}]", "passage").split())
+        lines.append(f"{labels[index]}: {text}" if labels and labels[index] else text)
     return "\n".join([*lines, "", question])
 
 

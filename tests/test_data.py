@@ -171,6 +171,7 @@ def test_pubmedqa_contexts_in_question_and_yes_no_maybe_options():
         ("mmlu_pro", {**MMLU_PRO_7, "options": ["a", "", "c"]}, "options[1]", "option is empty"),
         ("mmlu_pro", {**MMLU_PRO_7, "options": [str(i) for i in range(11)]}, "options", "11 options"),
         ("pubmedqa", {**PUBMEDQA, "final_decision": "probably"}, "final_decision", "matches 0 options"),
+        ("pubmedqa", {**PUBMEDQA, "context": {"contexts": ["a", "b"], "labels": ["X"]}}, "context.labels", "one label per"),
     ],
 )
 def test_bad_rows_name_field_and_reason(dataset, row, field, reason):
@@ -245,16 +246,21 @@ def test_medmcqa_mixed_conventions_fail(tmp_path):
 
 def test_hub_loading_through_datasets_from_a_local_copy(tmp_path):
     # The hub code path, load_dataset(hub_path, config, split=...), pointed at a local folder of parquet
-    # files: MedQA's options become a struct, PubMedQA's context a nested struct, as on the hub.
-    cases = (("medqa", [MEDQA_4, MEDQA_5], ["C", "E"]), ("pubmedqa", [PUBMEDQA, PUBMEDQA | {"final_decision": "no"}], ["A", "B"]))
-    for name, rows, labels in cases:
+    # files: MedQA's options become a struct (padded with E: None for the 4-option row), PubMedQA's
+    # context a nested struct, as on the hub.
+    cases = (
+        ("medqa", [MEDQA_4, MEDQA_5], [("C", 4), ("E", 5)]),
+        ("pubmedqa", [PUBMEDQA, PUBMEDQA | {"final_decision": "no"}], [("A", 3), ("B", 3)]),
+    )
+    for name, rows, expected in cases:
         folder = tmp_path / name
         folder.mkdir()
         datasets.Dataset.from_list(rows).to_parquet(str(folder / "train-00000-of-00001.parquet"))
         source = dataclasses.replace(SOURCES[name], hub_path=str(folder), hub_config=None)
         located = read_rows(source, split="train")
         assert [location for location, _ in located] == [f"{folder}[train] row {i}" for i in range(len(rows))]
-        assert [format_row(row, source)["label"] for _, row in located] == labels
+        formatted = [format_row(row, source) for _, row in located]
+        assert [(out["label"], len(out["options"])) for out in formatted] == expected
 
 
 def test_parquet_and_json_array_inputs(tmp_path):
