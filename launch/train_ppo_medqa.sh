@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Med-RLVR on OpenRLHF 0.11.2: PPO from Qwen2.5-3B (base) on MedQA-USMLE with the rule-based reward.
+# On a Ray cluster, from the repository root:
+#   ray job submit --address http://HEAD:8265 --working-dir . -- bash launch/train_ppo_medqa.sh [flags]
+# Without a GPU: bash launch/train_ppo_medqa.sh --dry-run   (README, "Launch")
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+Usage: bash launch/train_ppo_medqa.sh [flags] [-- OPENRLHF_FLAGS...]
+
+Checks the OpenRLHF command (data, reward file, OpenRLHF's own parser), writes the run's manifest,
+gives every Ray actor the reward configuration, and starts openrlhf.cli.train_ppo_ray.
+
+Reward (reaches the reward function in every rollout actor on every node):
+  --reward-scheme S        neutral (default, the paper's: wrong = 0) | penalized (wrong = -1)
+  --format F               lenient (default, the paper's) | strict (nothing may precede <think>)
+  --leak-penalty X         subtract X when <think> merely states the answer (default 0 = off)
+  --min-think-words N      thinking shorter than N words loses --short-think-penalty (default 0 = off)
+  --short-think-penalty X  (default 1.0; only with --min-think-words > 0)
+Algorithm:
+  --algo A                 ppo (default: PPO with a critic, GAE) | grpo | reinforce_baseline
+                           (the two critic-free variants sample 8 responses per prompt)
+Model, data, cluster:
+  --model M                Hugging Face name or path (default Qwen/Qwen2.5-3B, the base model)
+  --train-data FILE        prompt file (default data/medqa_train.jsonl)
+  --eval-data FILES        comma-separated prompt files for OpenRLHF's periodic eval, or "none"
+                           (default data/medqa_test.jsonl,data/mmlu_pro_health.jsonl)
+  --nodes N                GPU nodes (default 1)
+  --gpus-per-node N        (default 8)
+Run:
+  --run-name NAME          (default medrlvr-ALGO-SCHEME-FORMAT[-leakX][-thinkN]-UTCTIME)
+  --output-dir DIR         absolute; checkpoints, final model, manifest (default ~/med-rlvr-runs/NAME).
+                           Must not exist yet, unless --resume. Multi-node: use shared storage.
+  --resume                 continue the run in --output-dir from its last checkpoint
+  --wandb-project P        log to Weights & Biases; the key is read from WANDB_API_KEY in the job's env
+  --tensorboard            log to OUTPUT_DIR/tensorboard
+  --dry-run                check everything and print the command; start nothing, write nothing.
+                           Uses the built-in sample for default data files that are not prepared.
+  -h, --help               this text
+  -- OPENRLHF_FLAGS...     passed to OpenRLHF unchanged, after the script's own (the last one wins)
+EOF
+}
+
+die() { echo "train_ppo_medqa.sh: $*" >&2; exit 2; }
+value() { [[ $# -ge 2 && $2 != --* ]] || die "$1 needs a value (see --help)"; echo "$2"; }
+
+reward_scheme=neutral format=lenient leak_penalty=0 min_think_words=0 short_think_penalty=1.0
+algo=ppo model=Qwen/Qwen2.5-3B nodes=1 gpus_per_node=8
+train_data="" eval_data="" run_name="" output_dir="" dry_run=0
+launcher_flags=() passthrough=()
+launch_command="bash launch/train_ppo_medqa.sh $(printf '%q ' "$@")"
+while (($#)); do
+  case "$1" in
+    --reward-scheme) reward_scheme=$(value "$@"); shift 2 ;;
+    --format) format=$(value "$@"); shift 2 ;;
+    --leak-penalty) leak_penalty=$(value "$@"); shift 2 ;;
+    --min-think-words) min_think_words=$(value "$@"); shift 2 ;;
+    --short-think-penalty) short_think_penalty=$(value "$@"); shift 2 ;;
+    --algo) algo=$(value "$@"); shift 2 ;;
+    --model) model=$(value "$@"); shift 2 ;;
+    --train-data) train_data=$(value "$@"); shift 2 ;;
+    --eval-data) eval_data=$(value "$@"); shift 2 ;;
+    --nodes) nodes=$(value "$@"); shift 2 ;;
+    --gpus-per-node) gpus_per_node=$(value "$@"); shift 2 ;;
+    --run-name) run_name=$(value "$@"); shift 2 ;;
+    --output-dir) output_dir=$(value "$@"); shift 2 ;;
+    --wandb-project) launcher_flags+=("$1" "$(value "$@")"); shift 2 ;;
+    --resume | --tensorboard) launcher_flags+=("$1"); shift ;;
+    --dry-run) dry_run=1 launcher_flags+=("$1"); shift ;;
+    -h | --help) usage; exit 0 ;;
+    --) shift; passthrough=("$@"); break ;;
+    *) die "unknown flag $1 (see --help; OpenRLHF flags go after --)" ;;
+  esac
+done
+
+[[ $nodes =~ ^[1-9][0-9]*$ ]] || die "--nodes must be a positive integer, got '$nodes'"
+[[ $gpus_per_node =~ ^[1-9][0-9]*$ ]] || die "--gpus-per-node must be a positive integer, got '$gpus_per_node'"
+gpus=$((nodes * gpus_per_node))
+
+# Each algorithm spends the same 256 responses per step. PPO learns a critic and samples once per prompt;
+# GRPO and REINFORCE++-baseline need a group of responses per prompt for their baseline, and keep the KL
+# term as a loss (k3, GRPO's; k2, OpenRLHF's recommendation for REINFORCE++) since no critic shapes it.
+case "$algo" in
+  ppo) algo_args=(
+    --algo.advantage.estimator gae
+    --rollout.batch_size 256 --rollout.n_samples_per_prompt 1
+    --algo.kl.init_coef 1e-3 --algo.kl.estimator k1
+    --critic.model_name_or_path "$model" --critic.num_nodes "$nodes" --critic.num_gpus_per_node "$gpus_per_node"
+    --critic.adam.lr 9e-6
+  ) ;;
+  grpo) algo_args=(
+    --algo.advantage.estimator group_norm
+    --rollout.batch_size 32 --rollout.n_samples_per_prompt 8
+    --algo.kl.init_coef 1e-3 --algo.kl.use_loss --algo.kl.estimator k3
+  ) ;;
+  reinforce_baseline) algo_args=(
+    --algo.advantage.estimator reinforce_baseline
+    --rollout.batch_size 32 --rollout.n_samples_per_prompt 8
+    --algo.kl.init_coef 1e-3 --algo.kl.use_loss --algo.kl.estimator k2
+  ) ;;
+  *) die "--algo must be ppo, grpo or reinforce_baseline, got '$algo'" ;;
+esac
+
+if [[ -z $run_name ]]; then
+  run_name="medrlvr-$algo-$reward_scheme-$format"
+  [[ $leak_penalty == 0 ]] || run_name+="-leak$leak_penalty"
+  [[ $min_think_words == 0 ]] || run_name+="-think$min_think_words"
+  run_name+="-$(date -u +%Y%m%dT%H%M%SZ)"
+fi
+output_dir=${output_dir:-$HOME/med-rlvr-runs/$run_name}
+
+# A dry run on a machine without prepared data checks the built-in sample in place of the default files.
+if ((dry_run)) && { [[ -z $train_data && ! -f data/medqa_train.jsonl ]] ||
+  [[ -z $eval_data && ! ( -f data/medqa_test.jsonl && -f data/mmlu_pro_health.jsonl ) ]]; }; then
+  sample_dir=$(mktemp -d)
+  trap 'rm -rf "$sample_dir"' EXIT
+  python3 -m med_rlvr_plugin.launcher sample "$sample_dir/sample.jsonl"
+  echo "train_ppo_medqa.sh: data/ is not prepared; the dry run checks the built-in sample instead" >&2
+  [[ -n $train_data || -f data/medqa_train.jsonl ]] || train_data=$sample_dir/sample.jsonl
+  [[ -n $eval_data ]] || eval_data=$sample_dir/sample.jsonl
+fi
+train_data=${train_data:-data/medqa_train.jsonl}
+eval_data=${eval_data:-data/medqa_test.jsonl,data/mmlu_pro_health.jsonl}
+
+# Hybrid engine (OpenRLHF's recommended PPO layout): vLLM, actor, reference and critic share every GPU and
+# sleep in turn, one vLLM engine per GPU (a 3B model needs no tensor parallelism).
+openrlhf_args=(
+  --actor.model_name_or_path "$model"
+  --actor.num_nodes "$nodes" --actor.num_gpus_per_node "$gpus_per_node"
+  --ref.num_nodes "$nodes" --ref.num_gpus_per_node "$gpus_per_node"
+  --train.colocate_all --vllm.num_engines "$gpus" --vllm.tensor_parallel_size 1
+  --vllm.gpu_memory_utilization 0.5 --vllm.enable_sleep --ds.enable_sleep --vllm.enforce_eager
+
+  --reward.remote_url med_rlvr_plugin/openrlhf_reward.py
+  --data.prompt_dataset "$train_data" --data.input_key prompt --data.label_key label
+  --data.max_len 2048 --rollout.max_new_tokens 1024 --rollout.temperature 1.0
+  "${algo_args[@]}"
+  --train.batch_size 128 --train.micro_batch_size 4 --rollout.micro_batch_size 8
+  --train.max_epochs 1 --train.num_episodes 10
+  --actor.adam.lr 1e-6
+  --ds.zero_stage 3 --ds.param_dtype bf16 --actor.gradient_checkpointing_enable
+  --train.seed 42
+
+  --ckpt.save_steps 20 --ckpt.max_num 3 --ckpt.save_hf
+  --logger.logging_steps 1
+)
+if [[ $eval_data != none ]]; then
+  openrlhf_args+=(--eval.dataset "$eval_data" --eval.steps 10 --eval.temperature 0 --eval.n_samples_per_prompt 1)
+fi
+
+# The launcher forwards every MED_RLVR_* variable of its environment to all Ray actors; the reward file
+# reads them when it loads.
+export MED_RLVR_REWARD_SCHEME=$reward_scheme MED_RLVR_FORMAT=$format MED_RLVR_LEAK_PENALTY=$leak_penalty \
+  MED_RLVR_MIN_THINK_WORDS=$min_think_words MED_RLVR_SHORT_THINK_PENALTY=$short_think_penalty
+
+# The launcher adds the output, logging and resume flags (checkpoints go beside the manifest).
+launcher_flags+=(--output-dir "$output_dir" --run-name "$run_name" --launch-command "$launch_command")
+python3 -m med_rlvr_plugin.launcher ppo "${launcher_flags[@]}" -- "${openrlhf_args[@]}" "${passthrough[@]}"
