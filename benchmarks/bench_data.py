@@ -4,7 +4,8 @@ The input is the MedQA training split's size (10,178 rows), built by repeating t
 files from ../shared/data (each copy's questions numbered so no two rows are duplicates). The baseline,
 measured in the same run, reads the same JSON lines and writes each row back with json.dumps: the floor
 any formatter pays. `prepare` also validates, renders the prompt, hashes ids, finds duplicates and writes
-atomically with a summary. Target: within 3x of the baseline. Best of --repeats runs each.
+atomically with a summary. Target: within 3x of the baseline. Best of --repeats runs each, the variants
+taking turns so that a busy machine slows them alike.
 
     python benchmarks/bench_data.py [--repeats 5]
 """
@@ -33,13 +34,6 @@ def plain_json(source: Path, output: Path) -> None:
     output.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
 
 
-def best_seconds(run, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> int:
@@ -52,12 +46,20 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         source, folder = Path(folder) / "train.jsonl", Path(folder)
         medqa_sized_input(source)
-        baseline = best_seconds(lambda: plain_json(source, folder / "plain.jsonl"), args.repeats)
-        results = {"baseline (json read + write)": baseline}
-        for name, flags in (("prepare medqa (base)", {}), ("prepare medqa --chat --sft", {"chat": True, "sft": True})):
-            results[name] = best_seconds(
-                lambda: prepare("medqa", folder / "out.jsonl", input_path=source, overwrite=True, **flags), args.repeats
-            )
+        variants = {
+            "baseline (json read + write)": lambda: plain_json(source, folder / "plain.jsonl"),
+            "prepare medqa (base)": lambda: prepare("medqa", folder / "a.jsonl", input_path=source, overwrite=True),
+            "prepare medqa --chat --sft": lambda: prepare(
+                "medqa", folder / "b.jsonl", input_path=source, chat=True, sft=True, overwrite=True
+            ),
+        }
+        results = {name: float("inf") for name in variants}
+        for _ in range(args.repeats):
+            for name, run in variants.items():
+                start = time.perf_counter()
+                run()
+                results[name] = min(results[name], time.perf_counter() - start)
+    baseline = results["baseline (json read + write)"]
     print(f"{ROWS} MedQA-sized rows, best of {args.repeats} runs")
     print(f"{'':30} {'seconds':>8} {'rows/s':>8} {'ratio':>6}")
     for name, seconds in results.items():
