@@ -132,12 +132,13 @@ def sft_response(letter: str, option: str) -> str:
 
 def _field(row: Mapping, path: str, required: bool = True) -> object:
     value: object = row
-    for key in path.split("."):
-        if not isinstance(value, Mapping) or key not in value:
-            if not required:
-                return None
-            raise InvalidRow(path, f"missing; the row has fields {', '.join(sorted(row))}")
-        value = value[key]
+    try:
+        for key in path.split("."):
+            value = value[key]
+    except (KeyError, TypeError, IndexError):
+        if not required:
+            return None
+        raise InvalidRow(path, f"missing; the row has fields {', '.join(sorted(row))}") from None
     return value
 
 
@@ -241,7 +242,7 @@ def format_row(row: Mapping, source: Source, chat: bool = False, sft: bool = Fal
             raise InvalidRow(source.id, "id is empty")
         row_id = str(source_id)
     else:
-        row_id = hashlib.sha256(json.dumps([question, options]).encode()).hexdigest()[:16]
+        row_id = hashlib.sha256("\0".join([question, *options]).encode()).hexdigest()[:16]
     output = {"prompt": render_chat_prompt(question, options) if chat else render_prompt(question, options)}
     if sft:
         # A base prompt ends with "Assistant:" and OpenRLHF's SFT joins prompt + response as text, so the
