@@ -128,7 +128,7 @@ def parse_openrlhf_args(module: str, argv: list[str]) -> SimpleNamespace:
 
     captured = []
     namespace = {"__name__": "__main__", "train": captured.append}
-    saved_argv, sys.argv = sys.argv, [module, *argv]
+    saved_argv, sys.argv = sys.argv, [path, *argv]
     output = io.StringIO()
     try:
         with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
@@ -304,7 +304,13 @@ def _plain(value):
 
 def build_manifest(options: argparse.Namespace, command: list[str], args: SimpleNamespace, data: dict) -> dict:
     """What the run was: the exact commands, OpenRLHF's resolved arguments, reward configuration, versions, commit."""
-    git = {"commit": None, "dirty": None}  # stays so where git or the .git folder is missing
+    # Ray leaves .git out of a job's working_dir unless RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES says
+    # otherwise (README), so the commit may be unknown here; the hash of the plugin's files always is.
+    root = Path(__file__).resolve().parent.parent
+    fingerprint = hashlib.sha256()
+    for path in sorted([*root.glob("med_rlvr_plugin/*.py"), *root.glob("launch/*.sh")]):
+        fingerprint.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    git = {"commit": None, "dirty": None, "files_sha256": fingerprint.hexdigest()}
     with contextlib.suppress(OSError, subprocess.CalledProcessError):
         for key, git_args in (("commit", ["rev-parse", "HEAD"]), ("dirty", ["status", "--porcelain"])):
             output = subprocess.run(

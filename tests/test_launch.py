@@ -1,0 +1,262 @@
+"""The launch scripts without a cluster: shell hygiene, and every command checked by OpenRLHF's own parser.
+
+Each dry run below goes through the installed OpenRLHF 0.11.2's parser and post-parse checks (recovered
+from its source by the launcher), its dataset loader, and its reward-file loader; a run takes ~10 s.
+"""
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from med_rlvr_plugin import launcher
+from med_rlvr_plugin.verifier import parse_options
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = sorted((REPO / "launch").glob("*.sh"))
+BIN = Path(sys.executable).parent
+
+
+def run_script(script: str, *args: str, env: dict | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    environ = {key: value for key, value in os.environ.items() if not key.startswith(("MED_RLVR_", "WANDB_"))}
+    environ["PATH"] = f"{BIN}{os.pathsep}{environ['PATH']}"
+    return subprocess.run(
+        ["bash", str(REPO / "launch" / script), *args],
+        cwd=cwd,
+        env=environ | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def printed_command(output: str) -> list[str]:
+    """The OpenRLHF command a dry run printed, as argv."""
+    text = output.split("OpenRLHF accepts the command:\n", 1)[1].split("\nmed-rlvr:", 1)[0]
+    return shlex.split(text.replace("\\\n", " "))
+
+
+def flag_value(argv: list[str], flag: str) -> str:
+    """The last value given to `flag` (argparse's rule)."""
+    return [argv[i + 1] for i, word in enumerate(argv) if word == flag][-1]
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A checkout-like folder with the built-in sample as prepared data."""
+    rows = launcher.sample_rows()
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return tmp_path
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
+def test_scripts_are_shellcheck_clean(script: Path) -> None:
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    result = subprocess.run([str(BIN / "shellcheck"), str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
+def test_help_documents_every_flag(script: Path) -> None:
+    patterns = re.findall(r"^\s+((?:-h \| )?--[a-z-]+(?: \| --[a-z-]+)*)\)", script.read_text(), re.M)
+    flags = {flag for pattern in patterns for flag in pattern.split(" | ") if flag.startswith("--")}
+    result = run_script(script.name, "--help")
+    assert result.returncode == 0
+    documented = set(re.findall(r"^\s+(?:-h, )?(--[a-z-]+)", result.stdout, re.M))
+    assert flags and flags <= documented, flags - documented
+
+
+@pytest.mark.parametrize("module", [launcher.PPO_MODULE, launcher.SFT_MODULE])
+def test_recovered_parser_is_the_installed_one(module: str, cpu_standins: Path) -> None:
+    """The parser the launcher recovers prints the same --help as the installed CLI itself."""
+    env = os.environ | {"PYTHONPATH": str(cpu_standins), "COLUMNS": "120"}
+    real = subprocess.run([sys.executable, "-m", module, "--help"], env=env, capture_output=True, text=True, timeout=300)
+    assert real.returncode == 0, real.stderr
+    recovered = subprocess.run(
+        [sys.executable, "-c", f"from med_rlvr_plugin.launcher import parse_openrlhf_args; parse_openrlhf_args({module!r}, ['--help'])"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert recovered.returncode == 0, recovered.stderr
+    # DeepSpeed announces its CPU accelerator on stdout when the real CLI imports it.
+    real_help = "".join(line for line in real.stdout.splitlines(True) if "Setting accelerator to CPU" not in line)
+    assert "--actor.model_name_or_path" in real_help or "--model.model_name_or_path" in real_help
+    assert recovered.stdout == real_help
+
+
+# Every --algo, and every reward option in some combination: each command must pass OpenRLHF's checks,
+# and the reward file must grade under the configuration the flags set.
+PPO_CASES = {
+    "ppo-neutral": (["--algo", "ppo"], "gae", {"MED_RLVR_REWARD_SCHEME": "neutral"}, 0.0),
+    "grpo-penalized-strict": (
+        ["--algo", "grpo", "--reward-scheme", "penalized", "--format", "strict"],
+        "group_norm",
+        {"MED_RLVR_REWARD_SCHEME": "penalized", "MED_RLVR_FORMAT": "strict"},
+        -1.0,
+    ),
+    "reinforce-leak-think-logging": (
+        ["--algo", "reinforce_baseline", "--leak-penalty", "0.5", "--min-think-words", "40", "--short-think-penalty",
+         "0.25", "--nodes", "2", "--gpus-per-node", "4", "--tensorboard", "--wandb-project", "medrlvr"],
+        "reinforce_baseline",
+        {"MED_RLVR_LEAK_PENALTY": "0.5", "MED_RLVR_MIN_THINK_WORDS": "40", "MED_RLVR_SHORT_THINK_PENALTY": "0.25"},
+        0.0,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", PPO_CASES)
+def test_ppo_dry_run_passes_openrlhf_checks(case: str, data_dir: Path) -> None:
+    flags, estimator, reward_env, wrong_reward = PPO_CASES[case]
+    output_dir = data_dir / "run"
+    result = run_script(
+        "train_ppo_medqa.sh", "--dry-run", *flags, "--train-data", str(data_dir / "train.jsonl"),
+        "--eval-data", str(data_dir / "train.jsonl"), "--output-dir", str(output_dir), env={"WANDB_API_KEY": "secret-key"},
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    argv = printed_command(result.stdout)
+    assert flag_value(argv, "--algo.advantage.estimator") == estimator
+    assert flag_value(argv, "--reward.remote_url") == "med_rlvr_plugin/openrlhf_reward.py"
+    assert flag_value(argv, "--data.label_key") == "label"
+    assert flag_value(argv, "--eval.dataset") == str(data_dir / "train.jsonl")
+    assert flag_value(argv, "--ckpt.path").startswith(str(output_dir))
+    reward_line = next(line for line in result.stdout.splitlines() if line.startswith("med-rlvr: reward file"))
+    for name, value in reward_env.items():
+        assert f"'{name}': '{value}'" in reward_line
+    assert f"'wrong': {wrong_reward}" in reward_line and "'correct': 1.0" in reward_line
+    assert "secret-key" not in result.stdout + result.stderr
+    if "--nodes" in flags:
+        assert flag_value(argv, "--vllm.num_engines") == "8"
+        assert flag_value(argv, "--actor.num_nodes") == "2"
+        assert flag_value(argv, "--logger.tensorboard_dir") == str(output_dir / "tensorboard")
+    assert not output_dir.exists(), "a dry run writes nothing"
+
+
+def test_dry_run_without_data_uses_the_builtin_sample(tmp_path: Path) -> None:
+    """The README's main command, run from a folder without data/: the built-in sample stands in."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(REPO / "med_rlvr_plugin", checkout / "med_rlvr_plugin", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "launch", checkout / "launch")
+    result = run_script("train_ppo_medqa.sh", "--dry-run", cwd=checkout)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "built-in sample" in result.stderr
+    assert f"{len(launcher.SAMPLE_QUESTIONS)} prompts" in result.stdout
+    argv = printed_command(result.stdout)
+    assert flag_value(argv, "--actor.model_name_or_path") == "Qwen/Qwen2.5-3B"
+    assert flag_value(argv, "--vllm.num_engines") == "8"
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--algo", "grpo", "--", "--rollout.n_samples_per_prompt", "1"], "requires n_samples_per_prompt > 1"),
+        (["--", "--pretrain", "Qwen/Qwen2.5-3B"], "unrecognized arguments: --pretrain"),
+        (["--", "--train.micro_batch_size", "48"], "not a multiple of --train.micro_batch_size 48"),
+        (["--reward-scheme", "lenient"], "MED_RLVR_REWARD_SCHEME='lenient'"),
+        (["--min-think-words", "-3"], "MED_RLVR_MIN_THINK_WORDS"),
+        (["--algo", "dpo"], "--algo must be ppo, grpo or reinforce_baseline"),
+        (["--output-dir", "relative/run"], "must be absolute"),
+        (["--train-data", "/nonexistent/train.jsonl"], "data file /nonexistent/train.jsonl not found"),
+    ],
+)
+def test_dry_run_rejects_bad_commands(flags: list[str], message: str, data_dir: Path) -> None:
+    """OpenRLHF's parser and post-parse checks, the reward file and the launcher each stop a bad command."""
+    base = ["--dry-run", "--train-data", str(data_dir / "train.jsonl"), "--eval-data", "none"]
+    result = run_script("train_ppo_medqa.sh", *base, *flags)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+def test_dry_run_rejects_a_label_that_is_not_an_option(data_dir: Path) -> None:
+    rows = launcher.sample_rows()
+    rows[2]["label"] = "J"
+    (data_dir / "bad.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = run_script("train_ppo_medqa.sh", "--dry-run", "--train-data", str(data_dir / "bad.jsonl"), "--eval-data", "none")
+    assert result.returncode == 1
+    assert "row 2: label J is not one of the prompt's options" in result.stderr
+
+
+def test_output_folder_is_never_reused_silently(data_dir: Path) -> None:
+    run = data_dir / "run"
+    run.mkdir()
+    (run / "ckpt").mkdir()
+    common = ["--dry-run", "--train-data", str(data_dir / "train.jsonl"), "--eval-data", "none", "--output-dir", str(run)]
+    taken = run_script("train_ppo_medqa.sh", *common)
+    assert taken.returncode == 1 and "exists and is not empty" in taken.stderr
+    no_manifest = run_script("train_ppo_medqa.sh", *common, "--resume")
+    assert no_manifest.returncode == 1 and "manifest.json not found" in no_manifest.stderr
+    (run / "manifest.json").write_text("{}")
+    resumed = run_script("train_ppo_medqa.sh", *common, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "--ckpt.load_enable" in printed_command(resumed.stdout)
+
+
+def test_write_manifest_is_atomic_and_never_overwrites(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "manifest.json"
+    launcher.write_manifest(path, {"run_name": "first"})
+    with pytest.raises(launcher.LaunchError, match="exists"):
+        launcher.write_manifest(path, {"run_name": "second"})
+    assert json.loads(path.read_text()) == {"run_name": "first"}
+    assert [p.name for p in path.parent.iterdir()] == ["manifest.json"]  # no temporary file left behind
+
+
+def test_openrlhf_ray_env_is_what_openrlhf_would_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver's ray.init replaces OpenRLHF's; it must carry the same variables, read from its source."""
+    monkeypatch.setenv("NCCL_DEBUG", "INFO")
+    source = Path(importlib.util.find_spec(launcher.PPO_MODULE).origin).read_text()
+    env = launcher.openrlhf_ray_env()
+    assert set(env) == {"TOKENIZERS_PARALLELISM", "NCCL_DEBUG", "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS"}
+    assert all(f'"{name}"' in source for name in env)
+    assert env["NCCL_DEBUG"] == "INFO"
+
+
+def test_sft_dry_run(data_dir: Path) -> None:
+    sft = data_dir / "sft.jsonl"
+    sft.write_text("".join(json.dumps(row) + "\n" for row in launcher.sample_rows(sft=True)))
+    result = run_script("train_sft_medqa.sh", "--dry-run", "--train-data", str(sft), "--gpus-per-node", "4", "--tensorboard")
+    assert result.returncode == 0, result.stderr + result.stdout
+    argv = printed_command(result.stdout)
+    assert argv[:5] == ["deepspeed", "--num_gpus", "4", "--module", launcher.SFT_MODULE]
+    assert flag_value(argv, "--data.output_key") == "response"
+    assert flag_value(argv, "--data.input_template") == "{}"  # the prompts are already rendered
+
+    rows = launcher.sample_rows(sft=True)
+    rows[1]["response"] = " <think> thinking </think> <answer>A</answer>"  # question 2's gold is C
+    sft.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    wrong = run_script("train_sft_medqa.sh", "--dry-run", "--train-data", str(sft))
+    assert wrong.returncode == 1 and "row 1: the SFT target is not a well-formed correct answer" in wrong.stderr
+
+
+def test_ablation_dry_run_gives_each_variant_its_own_run(data_dir: Path) -> None:
+    result = run_script(
+        "ablate_reward_schemes.sh", "--dry-run", "--variants", "neutral,penalized,strict,leak", "--prefix", "abl",
+        "--output-root", str(data_dir / "runs"), "--", "--algo", "grpo", "--train-data", str(data_dir / "train.jsonl"),
+        "--eval-data", "none",
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    submits = [line for line in result.stdout.splitlines() if line.startswith("ablate_reward_schemes.sh: ")]
+    assert len(submits) == 4
+    for variant, submit in zip(["neutral", "penalized", "strict", "leak"], submits):
+        assert f"--submission-id abl-{variant} " in submit
+        assert f"--output-dir {data_dir / 'runs' / f'abl-{variant}'} " in submit
+    commands = result.stdout.split("OpenRLHF accepts the command:\n")[1:]
+    assert len(commands) == 4 and all("--algo.advantage.estimator group_norm" in command for command in commands)
+    schemes = re.findall(r"reward configuration for every Ray actor: .*'MED_RLVR_REWARD_SCHEME': '(\w+)'", result.stdout)
+    assert schemes == ["neutral", "penalized", "neutral", "neutral"]
+    assert "'MED_RLVR_FORMAT': 'strict'" in commands[2] and "'MED_RLVR_LEAK_PENALTY': '0.5'" in commands[3]
+
+
+def test_builtin_sample_is_rendered_by_the_data_module() -> None:
+    from med_rlvr_plugin.prompts import render_prompt
+
+    for question, row in zip(launcher.SAMPLE_QUESTIONS, launcher.sample_rows()):
+        assert row["prompt"] == render_prompt(question["question"], list(question["options"].values()))
+        assert row["label"] == question["answer_idx"] and row["label"] in parse_options(row["prompt"])
