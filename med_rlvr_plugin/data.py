@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -337,14 +336,17 @@ def _exclusion_index(paths: Iterable[str | os.PathLike]) -> dict[str, str]:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder and os.replace, so a crash leaves no half file."""
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False)
+    """Write through a temporary file in the same folder and os.replace, so a crash leaves no half file.
+
+    A plain open, not tempfile, so the file gets the umask's permissions rather than tempfile's 0600.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with handle:
+        with open(temporary, "w", encoding="utf-8") as handle:
             handle.write(text)
-        os.replace(handle.name, path)
+        os.replace(temporary, path)
     except BaseException:
-        os.unlink(handle.name)
+        temporary.unlink(missing_ok=True)
         raise
 
 

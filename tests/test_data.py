@@ -373,3 +373,10 @@ def test_command_line(tmp_path):
     assert failed.returncode == 1 and f"{source}:3: field 'answer'" in failed.stderr
     assert not (tmp_path / "other.jsonl").exists()
     assert run_cli("medqa", "--output", str(output), "--seed", "3").returncode == 2  # --seed needs --shuffle
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    reference = tmp_path / "reference.txt"
+    reference.write_text("x")
+    write_atomically(tmp_path / "out.jsonl", "x\n")
+    assert (tmp_path / "out.jsonl").stat().st_mode == reference.stat().st_mode
