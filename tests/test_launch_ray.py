@@ -1,0 +1,188 @@
+"""The launch scripts on a real local Ray cluster, submitted with the real `ray job submit` (~3 minutes).
+
+The cluster has 2 CPUs and one pretend GPU. vLLM cannot run without CUDA, so the PPO job passes
+`-- --vllm.num_engines 0` (through the script's own pass-through) and the trainers import the stand-ins of
+conftest.py; everything else is the installed OpenRLHF 0.11.2, Ray, DeepSpeed, datasets and transformers.
+"""
+
+import ast
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from med_rlvr_plugin import launcher
+
+pytestmark = pytest.mark.ray
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PORT_FLAGS = (
+    "port", "dashboard-port", "ray-client-server-port", "node-manager-port", "object-manager-port",
+    "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port",
+)
+# What the PPO job's flags set, written out independently of the script.
+REWARD_FLAGS = ["--reward-scheme", "penalized", "--format", "strict", "--leak-penalty", "0.25",
+                "--min-think-words", "3", "--short-think-penalty", "0.5"]
+EXPECTED_ENV = {
+    "MED_RLVR_FORMAT": "strict",
+    "MED_RLVR_LEAK_PENALTY": "0.25",
+    "MED_RLVR_MIN_THINK_WORDS": "3",
+    "MED_RLVR_REWARD_SCHEME": "penalized",
+    "MED_RLVR_SHORT_THINK_PENALTY": "0.5",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict:
+    """This process's environment without reward or wandb variables, with the venv's tools first on PATH."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MED_RLVR_", "WANDB_", "RAY_"))}
+    return env | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"} | extra
+
+
+def ray_cli(*args: str, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "ray"), *args], cwd=REPO, env=clean_env(**env), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(cpu_standins: Path):
+    """A head node started with `ray start --head --block` on free ports, stopped by signalling that process.
+
+    `ray stop` would stop every Ray process on the machine, other clusters' too; the blocking head instead
+    takes its own processes down when it gets SIGTERM.
+    """
+    temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths live under it
+    ports = {flag: free_port() for flag in PORT_FLAGS}
+    command = [
+        str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=2", "--num-gpus=1",
+        "--dashboard-host=127.0.0.1", "--disable-usage-stats", f"--temp-dir={temp_dir}",
+        *(f"--{flag}={port}" for flag, port in ports.items()),
+    ]
+    log = (temp_dir / "head.log").open("w")
+    head = subprocess.Popen(
+        command, env=clean_env(PYTHONPATH=str(cpu_standins)), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    address = f"http://127.0.0.1:{ports['dashboard-port']}"
+    try:
+        deadline = time.monotonic() + 120
+        while ray_cli("job", "list", "--address", address, timeout=60).returncode != 0:
+            assert head.poll() is None and time.monotonic() < deadline, (temp_dir / "head.log").read_text()
+            time.sleep(2)
+        yield address
+    finally:
+        head.terminate()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def job_status(address: str, submission_id: str) -> str:
+    status = ray_cli("job", "status", "--address", address, submission_id)
+    return (status.stdout + status.stderr).lower()
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ppo_job(ray_cluster: str, tiny_qwen2: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """`ray job submit -- bash launch/train_ppo_medqa.sh` with non-default reward flags, run to its end."""
+    folder = tmp_path_factory.mktemp("ppo_job")
+    rows = launcher.sample_rows()
+    train, evaluation = write_rows(folder / "train.jsonl", rows), write_rows(folder / "eval.jsonl", rows[:2])
+    started = time.monotonic()
+    submit = ray_cli(
+        "job", "submit", "--address", ray_cluster, "--working-dir", ".", "--submission-id", "medrlvr-e2e", "--",
+        "bash", "launch/train_ppo_medqa.sh", "--model", str(tiny_qwen2), "--train-data", str(train),
+        "--eval-data", str(evaluation), "--nodes", "1", "--gpus-per-node", "1", "--output-dir", str(folder / "run"),
+        *REWARD_FLAGS, "--", "--vllm.num_engines", "0",
+        # The README's advice: ship .git with the job so that the manifest records the commit.
+        RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES=".venv,venv,__pycache__",
+    )
+    logs = ray_cli("job", "logs", "--address", ray_cluster, "medrlvr-e2e").stdout
+    print(f"PPO job: {time.monotonic() - started:.0f} s")
+    return SimpleNamespace(returncode=submit.returncode, logs=logs, run=folder / "run", train=train, train_rows=len(rows))
+
+
+def test_ppo_job_reaches_deepspeed_cuda_setup(ppo_job: SimpleNamespace) -> None:
+    logs = ppo_job.logs
+    # The launcher's checks, then OpenRLHF's: train() prints its arguments once its post-parse checks pass.
+    assert "med-rlvr: OpenRLHF accepts the command:" in logs
+    assert re.search(r"^namespace\(ref=namespace\(.*remote_url=\['med_rlvr_plugin/openrlhf_reward\.py'\]", logs, re.M)
+    # Dataset loading in OpenRLHF's trainer actor: the training and eval files with their row counts.
+    assert re.search(rf"\(PPOTrainer pid=\d+\)\S*\s+num_rows: {ppo_job.train_rows}$", logs, re.M), logs[-3000:]
+    assert re.search(r"\(PPOTrainer pid=\d+\)\S*\s+num_rows: 2$", logs, re.M)
+    # Actor scheduling: a model actor was placed on the pretend GPU and ran its init, up to DeepSpeed's CUDA.
+    assert re.search(r"ray::(PolicyModelActor|ReferenceModelActor|CriticModelActor)\.init_model_from_pretrained\(\)", logs)
+    assert "in setup_distributed" in logs and "torch.cuda.set_device(local_rank)" in logs
+    assert ppo_job.returncode != 0  # and nothing else stopped it earlier:
+    assert "Failed to fetch reward" not in logs and "med-rlvr: error" not in logs
+
+
+def test_reward_flags_reach_an_actor_of_the_job(ppo_job: SimpleNamespace) -> None:
+    """The actor's own environment and its reward function's grades, as the actor printed them."""
+    match = re.search(r"\(RewardProbe pid=\d+\)\S* med-rlvr reward probe: env (\{.*?\}), rewards (\{.*?\})$", ppo_job.logs, re.M)
+    assert match, ppo_job.logs[-3000:]
+    assert ast.literal_eval(match[1]) == EXPECTED_ENV
+    # penalized: a well-formed wrong answer earns -1 (neutral would give 0)
+    assert ast.literal_eval(match[2]) == {"correct": 1.0, "wrong": -1.0, "malformed": -1.0}
+    assert "med-rlvr: the reward configuration reached an actor on each of 1 node(s)" in ppo_job.logs
+
+
+def test_ppo_job_writes_its_manifest(ppo_job: SimpleNamespace) -> None:
+    manifest = json.loads((ppo_job.run / "manifest.json").read_text())
+    assert manifest["reward"]["env"] == EXPECTED_ENV
+    assert manifest["reward"]["file"] == "med_rlvr_plugin/openrlhf_reward.py"
+    assert all(flag in manifest["launch_command"] for flag in REWARD_FLAGS)
+    assert manifest["openrlhf_command"][:3] == ["python3", "-m", "openrlhf.cli.train_ppo_ray"]
+    assert manifest["openrlhf_command"][-2:] == ["--vllm.num_engines", "0"]
+    assert manifest["settings"]["data"]["prompt_dataset"] == str(ppo_job.train)
+    assert manifest["settings"]["vllm"]["num_engines"] == 0
+    assert manifest["settings"]["ckpt"]["path"] == str(ppo_job.run / "ckpt")
+    assert manifest["data"]["train"]["rows"] == ppo_job.train_rows
+    assert manifest["versions"]["openrlhf"] == "0.11.2" and manifest["versions"]["ray"] == "2.55.0"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert manifest["plugin_git"]["commit"] == head
+    assert sorted(path.name for path in ppo_job.run.iterdir()) == ["manifest.json"]
+
+
+def test_ablation_submits_one_job_per_variant(ray_cluster: str, tiny_qwen2: Path, tmp_path: Path) -> None:
+    """Real submissions; each job dry-runs (`-- --dry-run`) so that it needs no GPU time."""
+    train = write_rows(tmp_path / "train.jsonl", launcher.sample_rows())
+    result = subprocess.run(
+        ["bash", "launch/ablate_reward_schemes.sh", "--address", ray_cluster, "--variants", "neutral,penalized",
+         "--prefix", "abl", "--output-root", str(tmp_path / "runs"), "--",
+         "--dry-run", "--model", str(tiny_qwen2), "--train-data", str(train), "--eval-data", "none"],
+        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    for variant, wrong_reward in (("neutral", 0.0), ("penalized", -1.0)):
+        deadline = time.monotonic() + 300
+        while f"job 'abl-{variant}' succeeded" not in (status := job_status(ray_cluster, f"abl-{variant}")):
+            assert "failed" not in status and time.monotonic() < deadline, status
+            time.sleep(3)
+        logs = ray_cli("job", "logs", "--address", ray_cluster, f"abl-{variant}").stdout
+        assert f"'MED_RLVR_REWARD_SCHEME': '{variant}'" in logs and f"'wrong': {wrong_reward}" in logs
+        assert f"--ckpt.path {tmp_path / 'runs' / f'abl-{variant}' / 'ckpt'}" in logs
+    again = ray_cli("job", "submit", "--address", ray_cluster, "--submission-id", "abl-neutral", "--no-wait", "--", "true")
+    assert again.returncode != 0  # a run name is a submission id: Ray refuses to reuse it
