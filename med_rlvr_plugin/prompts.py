@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-LETTERS = "ABCDEFGHIJ"
+from med_rlvr_plugin.verifier import LETTERS
 
 # The paper's base-model template (DeepSeek-R1-Zero style). A base model has no chat template, so the
 # conversation framing and the tag instructions are plain text, and the prompt ends with "Assistant:"
