@@ -116,11 +116,12 @@ def parse_openrlhf_args(module: str, argv: list[str]) -> SimpleNamespace:
     path = importlib.util.find_spec(module).origin
     tree = ast.parse(Path(path).read_text(encoding="utf-8"), path)
     main_blocks = [node for node in tree.body if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)]
+    stdlib = sys.stdlib_module_names
     stdlib_imports = [
         node
         for node in tree.body
-        if isinstance(node, (ast.Import, ast.ImportFrom))
-        and all(name.split(".")[0] in sys.stdlib_module_names for name in _imported_modules(node))
+        if isinstance(node, ast.Import) and all(alias.name.split(".")[0] in stdlib for alias in node.names)
+        or isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in stdlib
     ]
     if len(main_blocks) != 1:
         raise LaunchError(f"{path}: expected one `if __name__ == '__main__':` block; is this OpenRLHF 0.11.2?")
@@ -133,8 +134,8 @@ def parse_openrlhf_args(module: str, argv: list[str]) -> SimpleNamespace:
     try:
         with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
             exec(code, namespace)
-    except SystemExit as exit:  # argparse: --help, or a rejected flag
-        if exit.code in (0, None):
+    except SystemExit as stop:  # argparse: --help, or a rejected flag
+        if stop.code in (0, None):
             print(output.getvalue(), end="")
             raise
         raise LaunchError(f"OpenRLHF's parser rejects the command:\n{output.getvalue().strip()}") from None
@@ -146,10 +147,6 @@ def parse_openrlhf_args(module: str, argv: list[str]) -> SimpleNamespace:
     if output.getvalue().strip():
         raise LaunchError(f"OpenRLHF's post-parse checks warn about the command:\n{output.getvalue().strip()}")
     return captured[0]
-
-
-def _imported_modules(node: ast.Import | ast.ImportFrom) -> list[str]:
-    return [node.module or ""] if isinstance(node, ast.ImportFrom) else [alias.name for alias in node.names]
 
 
 def check_batch_sizes(args: SimpleNamespace) -> None:
@@ -167,6 +164,11 @@ def check_batch_sizes(args: SimpleNamespace) -> None:
             )
 
 
+def quiet_strategy(args: SimpleNamespace) -> SimpleNamespace:
+    """What OpenRLHF's dataset code asks of its DeepSpeed strategy, without its progress prints."""
+    return SimpleNamespace(args=args, print=lambda *_: None, is_rank_0=lambda: False)
+
+
 def load_prompt_rows(files: str, args: SimpleNamespace, split: str, probs: str | None = None) -> list:
     """Rows of comma-separated prompt files as OpenRLHF's `blending_datasets` loads them."""
     from openrlhf.datasets.utils import blending_datasets
@@ -181,9 +183,10 @@ def load_prompt_rows(files: str, args: SimpleNamespace, split: str, probs: str |
     import datasets
 
     datasets.disable_progress_bars()
-    quiet = SimpleNamespace(args=args, print=lambda *_: None, is_rank_0=lambda: False)
     try:
-        data = blending_datasets(files, probs, quiet, args.train.seed, max_count=args.data.max_samples, dataset_split=split)
+        data = blending_datasets(
+            files, probs, quiet_strategy(args), args.train.seed, max_count=args.data.max_samples, dataset_split=split
+        )
     except Exception as error:  # datasets raises many types; all mean OpenRLHF cannot load these files
         raise LaunchError(f"OpenRLHF cannot load {files}: {type(error).__name__}: {error}") from None
     return data.select(range(min(args.data.max_samples, len(data))))
@@ -198,9 +201,9 @@ def check_prompt_data(files: str, args: SimpleNamespace, split: str, probs: str 
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(args.actor.model_name_or_path, trust_remote_code=True)
-    strategy = SimpleNamespace(args=args, print=lambda *_: None, is_rank_0=lambda: False)
     try:
-        dataset = PromptDataset(load_prompt_rows(files, args, split, probs), tokenizer, strategy, args.data.input_template)
+        rows = load_prompt_rows(files, args, split, probs)
+        dataset = PromptDataset(rows, tokenizer, quiet_strategy(args), args.data.input_template)
     except KeyError as error:
         raise LaunchError(f"{files}: a row has no column {error}; check --data.input_key and --data.label_key") from None
     for index, (prompt, label) in enumerate(zip(dataset.prompts, dataset.labels)):
@@ -213,28 +216,23 @@ def check_prompt_data(files: str, args: SimpleNamespace, split: str, probs: str 
     return dataset.datasources, dataset.prompts, dataset.labels
 
 
-def sample_responses(prompt: str, label: str, min_think_words: int) -> dict[str, str]:
-    """A correct, a wrong and a malformed response to one prompt, with enough thinking for any minimum."""
+def grade_samples(reward_url: list[str], prompt: str, label: str) -> dict[str, float]:
+    """Rewards of a correct, a wrong and a malformed response, from the reward file loaded by OpenRLHF's own
+    loader as in its rollout actors. The query is what OpenRLHF passes: prompt, response, end-of-text token.
+    """
+    from openrlhf.utils.agent import SingleTurnAgentExecutor
+
+    reward_func = SingleTurnAgentExecutor(reward_url).reward_func
     wrong = next(letter for letter in parse_options(prompt) if letter != label)
-    think = " ".join(["the findings point to one mechanism and rule out the others"] * (1 + min_think_words // 10))
-    return {
+    # Enough thinking for any --min-think-words, so that only the answer decides the reward.
+    repeats = 1 + int(os.environ.get("MED_RLVR_MIN_THINK_WORDS", "0")) // 10
+    think = " ".join(["the findings point to one mechanism and rule out the others"] * repeats)
+    responses = {
         "correct": f" <think> {think} </think> <answer>{label}</answer><|endoftext|>",
         "wrong": f" <think> {think} </think> <answer>{wrong}</answer><|endoftext|>",
         "malformed": f" The answer is {label}.<|endoftext|>",
     }
-
-
-def grade_samples(reward_url: list[str], prompt: str, label: str) -> dict[str, float]:
-    """Rewards of the sample responses, from the reward file loaded by OpenRLHF's own loader (as in rollout actors)."""
-    from openrlhf.utils.agent import SingleTurnAgentExecutor
-
-    reward_func = SingleTurnAgentExecutor(reward_url).reward_func
-    min_words = int(os.environ.get("MED_RLVR_MIN_THINK_WORDS", "0"))
-    results = {}
-    for name, response in sample_responses(prompt, label, min_words).items():
-        result = reward_func([prompt + response], [prompt], [label])
-        results[name] = float(result["rewards"])
-    return results
+    return {name: float(reward_func([prompt + text], [prompt], [label])["rewards"]) for name, text in responses.items()}
 
 
 def check_reward(reward_url: list[str], prompt: str, label: str) -> dict[str, float]:
