@@ -22,8 +22,8 @@ grammar runs, so each `\\s?` in it matches at most one character).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 
 LETTERS = "ABCDEFGHIJ"
