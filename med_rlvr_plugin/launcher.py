@@ -34,7 +34,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from med_rlvr_plugin.data import SOURCES, format_row
-from med_rlvr_plugin.verifier import grade_response, parse_label, parse_options
+from med_rlvr_plugin.verifier import config_from_env, grade_response, parse_label, parse_options
 
 PPO_MODULE = "openrlhf.cli.train_ppo_ray"
 SFT_MODULE = "openrlhf.cli.train_sft"
@@ -225,7 +225,7 @@ def grade_samples(reward_url: list[str], prompt: str, label: str) -> dict[str, f
     reward_func = SingleTurnAgentExecutor(reward_url).reward_func
     wrong = next(letter for letter in parse_options(prompt) if letter != label)
     # Enough thinking for any --min-think-words, so that only the answer decides the reward.
-    repeats = 1 + int(os.environ.get("MED_RLVR_MIN_THINK_WORDS", "0")) // 10
+    repeats = 1 + config_from_env(os.environ).min_think_words // 10
     think = " ".join(["the findings point to one mechanism and rule out the others"] * repeats)
     responses = {
         "correct": f" <think> {think} </think> <answer>{label}</answer><|endoftext|>",
