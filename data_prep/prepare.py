@@ -1,4 +1,4 @@
-"""Write an OpenRLHF prompt file from MedQA, MMLU-Pro, MedMCQA or PubMedQA (README, "Data").
+"""Write an OpenRLHF prompt file from MedQA, MMLU-Pro, MedMCQA or PubMedQA (docs/data.md).
 
     python data_prep/prepare.py medqa --split test --output data/medqa_test.jsonl
     python data_prep/prepare.py mmlu_pro --category health --output data/mmlu_pro_health.jsonl

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The paper's reward ablation: one `ray job submit` per reward variant, each its own run name and folder.
 #   bash launch/ablate_reward_schemes.sh --address http://HEAD:8265 [flags] [-- TRAIN_FLAGS...]
-# Run from the repository root: it becomes each job's working_dir.   (README, "Reward ablations")
+# Run from the repository root: it becomes each job's working_dir.   (docs/launch.md)
 set -euo pipefail
 
 usage() {

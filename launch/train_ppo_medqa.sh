@@ -2,7 +2,7 @@
 # Med-RLVR on OpenRLHF 0.11.2: PPO from Qwen2.5-3B (base) on MedQA-USMLE with the rule-based reward.
 # On a Ray cluster, from the repository root:
 #   ray job submit --address http://HEAD:8265 --working-dir . -- bash launch/train_ppo_medqa.sh [flags]
-# Without a GPU: bash launch/train_ppo_medqa.sh --dry-run   (README, "Launch")
+# Without a GPU: bash launch/train_ppo_medqa.sh --dry-run   (docs/launch.md)
 set -euo pipefail
 
 usage() {

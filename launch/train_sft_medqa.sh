@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The paper's SFT baseline on OpenRLHF 0.11.2: Qwen2.5-3B (base) fine-tuned on MedQA's gold answers,
 # through `deepspeed --module openrlhf.cli.train_sft` on the GPUs of the node it runs on (not through Ray).
-#   bash launch/train_sft_medqa.sh [flags]       Without a GPU: add --dry-run   (README, "Launch")
+#   bash launch/train_sft_medqa.sh [flags]       Without a GPU: add --dry-run   (docs/launch.md)
 set -euo pipefail
 
 usage() {

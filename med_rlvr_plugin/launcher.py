@@ -160,7 +160,7 @@ def check_batch_sizes(args: SimpleNamespace) -> None:
             raise LaunchError(
                 f"--train.batch_size {args.train.batch_size} is not a multiple of --train.micro_batch_size "
                 f"{args.train.micro_batch_size} x {gpus} {group} GPUs; raise the batch size or lower the micro "
-                "batch size (README, 'Scaling')"
+                "batch size (docs/launch.md, 'Scaling')"
             )
 
 
@@ -178,7 +178,7 @@ def load_prompt_rows(files: str, args: SimpleNamespace, split: str, probs: str |
         if not path.is_file():
             raise LaunchError(
                 f"data file {path} not found (working directory {Path.cwd()}). Prepare it with "
-                "`python data_prep/prepare.py ...` (README, 'Data'); --dry-run without data uses the built-in sample"
+                "`python data_prep/prepare.py ...` (docs/data.md); --dry-run without data uses the built-in sample"
             )
     import datasets
 
@@ -303,7 +303,7 @@ def _plain(value):
 def build_manifest(options: argparse.Namespace, command: list[str], args: SimpleNamespace, data: dict) -> dict:
     """What the run was: the exact commands, OpenRLHF's resolved arguments, reward configuration, versions, commit."""
     # Ray leaves .git out of a job's working_dir unless RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES says
-    # otherwise (README), so the commit may be unknown here; the hash of the plugin's files always is.
+    # otherwise (docs/launch.md), so the commit may be unknown here; the hash of the plugin's files always is.
     root = Path(__file__).resolve().parent.parent
     fingerprint = hashlib.sha256()
     for path in sorted([*root.glob("med_rlvr_plugin/*.py"), *root.glob("launch/*.sh")]):

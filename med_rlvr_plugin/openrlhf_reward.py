@@ -2,7 +2,7 @@
 
 OpenRLHF loads this file by path in every rollout actor and calls `reward_func([query], [prompt], [label])`
 once per generated sample, from a thread pool. The configuration comes from environment variables read
-once, when the file is loaded (README "Reward configuration"):
+once, when the file is loaded (docs/verifier.md, "Reward configuration"):
 
     MED_RLVR_REWARD_SCHEME        neutral (default, the paper's) | penalized (wrong answers earn -1)
     MED_RLVR_FORMAT               lenient (default, the paper's) | strict (nothing may precede <think>)

@@ -1,7 +1,7 @@
 """The Med-RLVR grading rule for multiple-choice responses: pure Python, no torch, no I/O.
 
 Every adapter (the OpenRLHF reward file, evaluation, analysis, servers) calls `grade_response`, so the
-rule lives here once. The rule, step by step (README "The verifier" has the same text with examples):
+rule lives here once. The rule, step by step (docs/verifier.md has the same text with examples):
 
 1. Completion: the response is the query with the prompt removed from its front (also when OpenRLHF
    truncated the prompt from the left), trailing special tokens and whitespace removed, and, when the
