@@ -11,13 +11,20 @@ Usage: bash launch/ablate_reward_schemes.sh [flags] [-- TRAIN_FLAGS...]
 Submits launch/train_ppo_medqa.sh once per variant, as separate Ray jobs (submission id = run name),
 and returns; watch them with `ray job logs -f RUN_NAME`.
 
-Variants (reward flags of train_ppo_medqa.sh):
-  neutral     --reward-scheme neutral                         (the paper's)
-  penalized   --reward-scheme penalized                       (wrong answers earn -1)
-  strict      --reward-scheme neutral --format strict
-  leak        --reward-scheme neutral --leak-penalty X
+Variants (reward flags of train_ppo_medqa.sh) and what each changes against neutral:
+  neutral     --reward-scheme neutral              the paper's reward: the baseline
+  strict      --format strict                      reasoning before <think> is malformed (-1): closes the
+                                                   paper's "step-by-step exploit" hack, all run long
+  leak        --leak-penalty X                     a <think> that merely states the answer loses X: closes
+                                                   the paper's "direct answer hacker" hack, all run long
+  penalized   --reward-scheme penalized            the paper's ablation, wrong = -1 = malformed. Where no
+                                                   response is malformed, rewards are 2 x neutral - 1: grpo
+                                                   and reinforce_baseline get the same advantages, ppo the
+                                                   same but for a KL weight halved against the reward. It
+                                                   tests whether a wrong answer must score above a malformed
+                                                   one, which matters while responses are still malformed.
 
-  --variants LIST       comma-separated (default neutral,penalized)
+  --variants LIST       comma-separated (default neutral,strict,leak: each persists through the run)
   --leak-penalty X      the leak variant's penalty (default 0.5)
   --address URL         Ray dashboard (default $RAY_ADDRESS, else http://127.0.0.1:8265)
   --prefix P            run names are P-VARIANT (default medrlvr-ablate-UTCTIME)
@@ -31,7 +38,7 @@ EOF
 die() { echo "ablate_reward_schemes.sh: $*" >&2; exit 2; }
 value() { [[ $# -ge 2 && $2 != --* ]] || die "$1 needs a value (see --help)"; echo "$2"; }
 
-variants=neutral,penalized leak_penalty=0.5 address=${RAY_ADDRESS:-http://127.0.0.1:8265}
+variants=neutral,strict,leak leak_penalty=0.5 address=${RAY_ADDRESS:-http://127.0.0.1:8265}
 prefix=medrlvr-ablate-$(date -u +%Y%m%dT%H%M%SZ) output_root=$HOME/med-rlvr-runs dry_run=0
 train_flags=()
 while (($#)); do

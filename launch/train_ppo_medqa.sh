@@ -9,34 +9,44 @@ usage() {
   cat <<'EOF'
 Usage: bash launch/train_ppo_medqa.sh [flags] [-- OPENRLHF_FLAGS...]
 
-Checks the OpenRLHF command (data, reward file, OpenRLHF's own parser), writes the run's manifest,
-gives every Ray actor the reward configuration, and starts openrlhf.cli.train_ppo_ray.
+Checks the OpenRLHF command (data, reward file, OpenRLHF's own parser and train() assertions), prints the
+run plan, checks the cluster, writes the run's manifest, gives every Ray actor the reward configuration,
+and starts openrlhf.cli.train_ppo_ray.
 
 Reward (reaches the reward function in every rollout actor on every node):
-  --reward-scheme S        neutral (default, the paper's: wrong = 0) | penalized (wrong = -1)
+  --reward-scheme S        neutral (default, the paper's: wrong = 0) | penalized (wrong = -1, the paper's
+                           ablation). penalized differs from neutral only where a response is malformed: with
+                           none in a batch, penalized = 2 x neutral - 1, which gives grpo and reinforce_baseline
+                           the same advantages (their group baselines and normalization remove it) and ppo the
+                           same up to its KL term, whose weight halves relative to the reward (and the critic's
+                           scale). What it tests is whether a wrong answer should score above a malformed one.
   --format F               lenient (default, the paper's) | strict (nothing may precede <think>)
   --leak-penalty X         subtract X when <think> merely states the answer (default 0 = off)
   --min-think-words N      thinking shorter than N words loses --short-think-penalty (default 0 = off)
   --short-think-penalty X  (default 1.0; only with --min-think-words > 0)
-Algorithm:
-  --algo A                 ppo (default: PPO with a critic, GAE) | grpo | reinforce_baseline
-                           (the two critic-free variants sample 8 responses per prompt)
+Algorithm (each spends 256 responses a step and about the same steps and responses per run):
+  --algo A                 ppo (default: PPO with a critic, GAE; 256 prompts x 1, 8 passes)
+                           | grpo | reinforce_baseline (32 prompts x 8, 1 pass; no critic)
 Model, data, cluster:
   --model M                Hugging Face name or path (default Qwen/Qwen2.5-3B, the base model)
   --train-data FILE        prompt file (default data/medqa_train.jsonl)
-  --eval-data FILES        comma-separated prompt files for OpenRLHF's periodic eval, or "none"
-                           (default data/medqa_test.jsonl,data/mmlu_pro_health.jsonl)
+  --eval-data FILES        comma-separated dev prompt files for OpenRLHF's periodic eval, or "none"
+                           (default data/medqa_dev.jsonl; test sets are refused: they are for the end)
+  --eval-share F           periodic eval may cost this share of training's generation (default 0.1):
+                           sets how often it runs, per --algo (docs/launch.md, "Run plan")
+  --checkpoints N          checkpoints over the run, each with Hugging Face weights (default 10)
+  --cuda-graphs            let vLLM use CUDA graphs (drops --vllm.enforce_eager; docs/launch.md, "Defaults")
   --nodes N                GPU nodes (default 1)
   --gpus-per-node N        (default 8)
 Run:
   --run-name NAME          (default medrlvr-ALGO-SCHEME-FORMAT[-leakX][-thinkN]-UTCTIME)
   --output-dir DIR         absolute; checkpoints, final model, manifest (default ~/med-rlvr-runs/NAME).
-                           Must not exist yet, unless --resume. Multi-node: use shared storage.
+                           Must not exist yet, unless --resume. Multi-node: shared storage (checked).
   --resume                 continue the run in --output-dir from its last checkpoint
   --wandb-project P        log to Weights & Biases; the key is read from WANDB_API_KEY in the job's env
   --tensorboard            log to OUTPUT_DIR/tensorboard
-  --dry-run                check everything and print the command; start nothing, write nothing.
-                           Uses the built-in sample for default data files that are not prepared.
+  --dry-run                check everything and print the command and the plan; start nothing, write
+                           nothing. Uses the built-in sample for default data files that are not prepared.
   -h, --help               this text
   -- OPENRLHF_FLAGS...     passed to OpenRLHF unchanged, after the script's own (the last one wins)
 EOF
@@ -46,7 +56,7 @@ die() { echo "train_ppo_medqa.sh: $*" >&2; exit 2; }
 value() { [[ $# -ge 2 && $2 != --* ]] || die "$1 needs a value (see --help)"; echo "$2"; }
 
 reward_scheme=neutral format=lenient leak_penalty=0 min_think_words=0 short_think_penalty=1.0
-algo=ppo model=Qwen/Qwen2.5-3B nodes=1 gpus_per_node=8
+algo=ppo model=Qwen/Qwen2.5-3B nodes=1 gpus_per_node=8 eager=(--vllm.enforce_eager)
 train_data="" eval_data="" run_name="" output_dir="" dry_run=0
 launcher_flags=() passthrough=()
 launch_command="bash launch/train_ppo_medqa.sh $(printf '%q ' "$@")"
@@ -65,7 +75,8 @@ while (($#)); do
     --gpus-per-node) gpus_per_node=$(value "$@"); shift 2 ;;
     --run-name) run_name=$(value "$@"); shift 2 ;;
     --output-dir) output_dir=$(value "$@"); shift 2 ;;
-    --wandb-project) launcher_flags+=("$1" "$(value "$@")"); shift 2 ;;
+    --wandb-project | --eval-share | --checkpoints) launcher_flags+=("$1" "$(value "$@")"); shift 2 ;;
+    --cuda-graphs) eager=(); shift ;;
     --resume | --tensorboard) launcher_flags+=("$1"); shift ;;
     --dry-run) dry_run=1 launcher_flags+=("$1"); shift ;;
     -h | --help) usage; exit 0 ;;
@@ -78,25 +89,26 @@ done
 [[ $gpus_per_node =~ ^[1-9][0-9]*$ ]] || die "--gpus-per-node must be a positive integer, got '$gpus_per_node'"
 gpus=$((nodes * gpus_per_node))
 
-# Each algorithm spends the same 256 responses per step. PPO learns a critic and samples once per prompt;
-# GRPO and REINFORCE++-baseline need a group of responses per prompt for their baseline, and keep the KL
+# Each algorithm spends 256 responses a step, and about the same number of steps and responses a run:
+# PPO samples once per prompt and sees each question 8 times; GRPO and REINFORCE++-baseline need a group
+# of 8 responses per prompt for their baseline, so one pass gives them the same count. They keep the KL
 # term as a loss (k3, GRPO's; k2, OpenRLHF's recommendation for REINFORCE++) since no critic shapes it.
 case "$algo" in
   ppo) algo_args=(
     --algo.advantage.estimator gae
-    --rollout.batch_size 256 --rollout.n_samples_per_prompt 1
+    --rollout.batch_size 256 --rollout.n_samples_per_prompt 1 --train.num_episodes 8
     --algo.kl.init_coef 1e-3 --algo.kl.estimator k1
     --critic.model_name_or_path "$model" --critic.num_nodes "$nodes" --critic.num_gpus_per_node "$gpus_per_node"
     --critic.adam.lr 9e-6
   ) ;;
   grpo) algo_args=(
     --algo.advantage.estimator group_norm
-    --rollout.batch_size 32 --rollout.n_samples_per_prompt 8
+    --rollout.batch_size 32 --rollout.n_samples_per_prompt 8 --train.num_episodes 1
     --algo.kl.init_coef 1e-3 --algo.kl.use_loss --algo.kl.estimator k3
   ) ;;
   reinforce_baseline) algo_args=(
     --algo.advantage.estimator reinforce_baseline
-    --rollout.batch_size 32 --rollout.n_samples_per_prompt 8
+    --rollout.batch_size 32 --rollout.n_samples_per_prompt 8 --train.num_episodes 1
     --algo.kl.init_coef 1e-3 --algo.kl.use_loss --algo.kl.estimator k2
   ) ;;
   *) die "--algo must be ppo, grpo or reinforce_baseline, got '$algo'" ;;
@@ -110,43 +122,51 @@ if [[ -z $run_name ]]; then
 fi
 output_dir=${output_dir:-$HOME/med-rlvr-runs/$run_name}
 
-# A dry run on a machine without prepared data checks the built-in sample in place of the default files.
+# A dry run on a machine without prepared data checks the built-in sample in place of the default files,
+# and plans the run for the sizes of the prepared MedQA files.
 if ((dry_run)) && { [[ -z $train_data && ! -f data/medqa_train.jsonl ]] ||
-  [[ -z $eval_data && ! ( -f data/medqa_test.jsonl && -f data/mmlu_pro_health.jsonl ) ]]; }; then
+  [[ -z $eval_data && ! -f data/medqa_dev.jsonl ]]; }; then
   sample_dir=$(mktemp -d)
   trap 'rm -rf "$sample_dir"' EXIT
   python3 -m med_rlvr_plugin.launcher sample "$sample_dir/sample.jsonl"
   echo "train_ppo_medqa.sh: data/ is not prepared; the dry run checks the built-in sample instead" >&2
   [[ -n $train_data || -f data/medqa_train.jsonl ]] || train_data=$sample_dir/sample.jsonl
   [[ -n $eval_data ]] || eval_data=$sample_dir/sample.jsonl
+  launcher_flags+=(--builtin-sample)
 fi
 train_data=${train_data:-data/medqa_train.jsonl}
-eval_data=${eval_data:-data/medqa_test.jsonl,data/mmlu_pro_health.jsonl}
+eval_data=${eval_data:-data/medqa_dev.jsonl}
 
 # Hybrid engine (OpenRLHF's recommended PPO layout): vLLM, actor, reference and critic share every GPU and
-# sleep in turn, one vLLM engine per GPU (a 3B model needs no tensor parallelism).
+# sleep in turn, one vLLM engine per GPU (a 3B model needs no tensor parallelism). Eager vLLM: sleep mode
+# frees only weights and KV cache, not CUDA-graph memory, and OpenRLHF's staged wake-up (weights, then KV
+# cache) is where CUDA-graph replay has crashed (docs/launch.md, "Defaults").
 openrlhf_args=(
   --actor.model_name_or_path "$model"
   --actor.num_nodes "$nodes" --actor.num_gpus_per_node "$gpus_per_node"
   --ref.num_nodes "$nodes" --ref.num_gpus_per_node "$gpus_per_node"
   --train.colocate_all --vllm.num_engines "$gpus" --vllm.tensor_parallel_size 1
-  --vllm.gpu_memory_utilization 0.5 --vllm.enable_sleep --ds.enable_sleep --vllm.enforce_eager
+  --vllm.gpu_memory_utilization 0.5 --vllm.enable_sleep --ds.enable_sleep "${eager[@]}"
 
   --reward.remote_url med_rlvr_plugin/openrlhf_reward.py
   --data.prompt_dataset "$train_data" --data.input_key prompt --data.label_key label
   --data.max_len 2048 --rollout.max_new_tokens 1024 --rollout.temperature 1.0
   "${algo_args[@]}"
   --train.batch_size 128 --train.micro_batch_size 4 --rollout.micro_batch_size 8
-  --train.max_epochs 1 --train.num_episodes 10
+  --train.max_epochs 1
   --actor.adam.lr 1e-6
   --ds.zero_stage 3 --ds.param_dtype bf16 --actor.gradient_checkpointing_enable
   --train.seed 42
 
-  --ckpt.save_steps 20 --ckpt.max_num 3 --ckpt.save_hf
+  --ckpt.max_num 2 --ckpt.save_hf --ckpt.best_metric_key none
   --logger.logging_steps 1
 )
+# The launcher adds --data.max_samples (whole rollouts), --eval.steps and --ckpt.save_steps from the
+# plan unless the command gives them. Best-checkpoint saving is off: OpenRLHF keeps a full DeepSpeed set
+# and a never-deleted Hugging Face copy per new best, ranked by mean reward; pick checkpoints on the dev
+# split with `python -m med_rlvr_plugin.evaluate` instead.
 if [[ $eval_data != none ]]; then
-  openrlhf_args+=(--eval.dataset "$eval_data" --eval.steps 10 --eval.temperature 0 --eval.n_samples_per_prompt 1)
+  openrlhf_args+=(--eval.dataset "$eval_data" --eval.temperature 0 --eval.n_samples_per_prompt 1)
 fi
 
 # The launcher forwards every MED_RLVR_* variable of its environment to all Ray actors; the reward file

@@ -8,12 +8,15 @@ usage() {
   cat <<'EOF'
 Usage: bash launch/train_sft_medqa.sh [flags] [-- OPENRLHF_FLAGS...]
 
-Checks the OpenRLHF SFT command (OpenRLHF's own parser; every SFT target graded a correct answer by the
-verifier), writes the run's manifest and starts deepspeed on this node's GPUs.
+Checks the OpenRLHF SFT command (OpenRLHF's own parser, DeepSpeed's batch arithmetic; every SFT target
+graded a correct answer by the verifier), prints the checkpoint plan, checks this node's GPUs and disk,
+writes the run's manifest and starts deepspeed on this node's GPUs.
 
   --model M                Hugging Face name or path (default Qwen/Qwen2.5-3B, the base model)
   --train-data FILE        SFT file from `data_prep/prepare.py medqa --sft` (default data/medqa_train_sft.jsonl)
   --gpus-per-node N        GPUs of this node to use (default 8)
+  --checkpoints N          checkpoints over the run, each with Hugging Face weights (default 10);
+                           --resume continues from the last one
   --run-name NAME          (default medrlvr-sft-UTCTIME)
   --output-dir DIR         absolute; checkpoints, final model, manifest (default ~/med-rlvr-runs/NAME).
                            Must not exist yet, unless --resume.
@@ -40,7 +43,7 @@ while (($#)); do
     --gpus-per-node) gpus_per_node=$(value "$@"); shift 2 ;;
     --run-name) run_name=$(value "$@"); shift 2 ;;
     --output-dir) output_dir=$(value "$@"); shift 2 ;;
-    --wandb-project) launcher_flags+=("$1" "$(value "$@")"); shift 2 ;;
+    --wandb-project | --checkpoints) launcher_flags+=("$1" "$(value "$@")"); shift 2 ;;
     --resume | --tensorboard) launcher_flags+=("$1"); shift ;;
     --dry-run) dry_run=1 launcher_flags+=("$1"); shift ;;
     -h | --help) usage; exit 0 ;;
@@ -59,12 +62,15 @@ if ((dry_run)) && [[ -z $train_data && ! -f data/medqa_train_sft.jsonl ]]; then
   python3 -m med_rlvr_plugin.launcher sample --sft "$sample_dir/sample_sft.jsonl"
   echo "train_sft_medqa.sh: data/medqa_train_sft.jsonl is not prepared; the dry run checks the built-in sample" >&2
   train_data=$sample_dir/sample_sft.jsonl
+  launcher_flags+=(--builtin-sample)
 fi
 train_data=${train_data:-data/medqa_train_sft.jsonl}
 
 # The prompt column already holds the full base-model prompt, so the input template is the identity (the
 # SFT trainer's default would wrap it in a second "User: ... Assistant:"). The targets are short
 # (answer-only: MedQA has no reference reasoning), so a few epochs at OpenRLHF's SFT learning rate.
+# The launcher adds --ckpt.save_steps from --checkpoints (OpenRLHF's SFT saves nothing by default, and
+# --resume would have nothing to load).
 openrlhf_args=(
   --model.model_name_or_path "$model"
   --data.dataset "$train_data" --data.input_key prompt --data.output_key response --data.input_template '{}'

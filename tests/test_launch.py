@@ -48,11 +48,16 @@ def flag_value(argv: list[str], flag: str) -> str:
     return [argv[i + 1] for i, word in enumerate(argv) if word == flag][-1]
 
 
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
-    """A checkout-like folder with the built-in sample as prepared data."""
-    rows = launcher.sample_rows()
-    (tmp_path / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    """A checkout-like folder with prepared data: the built-in sample repeated to 512 rows, two whole
+    rollouts of PPO's 256 prompts (and 16 of GRPO's 32), so that every --algo's plan accepts it."""
+    write_rows(tmp_path / "train.jsonl", (launcher.sample_rows() * 86)[:512])
     return tmp_path
 
 
@@ -219,8 +224,7 @@ def test_openrlhf_ray_env_is_what_openrlhf_would_set(monkeypatch: pytest.MonkeyP
 
 
 def test_sft_dry_run(data_dir: Path) -> None:
-    sft = data_dir / "sft.jsonl"
-    sft.write_text("".join(json.dumps(row) + "\n" for row in launcher.sample_rows(sft=True)))
+    sft = write_rows(data_dir / "sft.jsonl", (launcher.sample_rows(sft=True) * 22)[:128])  # two batches of 64
     result = run_script("train_sft_medqa.sh", "--dry-run", "--train-data", str(sft), "--gpus-per-node", "4", "--tensorboard")
     assert result.returncode == 0, result.stderr + result.stdout
     argv = printed_command(result.stdout)
@@ -228,7 +232,7 @@ def test_sft_dry_run(data_dir: Path) -> None:
     assert flag_value(argv, "--data.output_key") == "response"
     assert flag_value(argv, "--data.input_template") == "{}"  # the prompts are already rendered
 
-    rows = launcher.sample_rows(sft=True)
+    rows = (launcher.sample_rows(sft=True) * 22)[:128]
     rows[1]["response"] = " <think> thinking </think> <answer>A</answer>"  # question 2's gold is C
     sft.write_text("".join(json.dumps(row) + "\n" for row in rows))
     wrong = run_script("train_sft_medqa.sh", "--dry-run", "--train-data", str(sft))
