@@ -170,6 +170,11 @@ def test_dry_run_without_data_uses_the_builtin_sample(tmp_path: Path) -> None:
         (["--algo", "dpo"], "--algo must be ppo, grpo or reinforce_baseline"),
         (["--output-dir", "relative/run"], "must be absolute"),
         (["--train-data", "/nonexistent/train.jsonl"], "data file /nonexistent/train.jsonl not found"),
+        # train()'s own assertion, which OpenRLHF checks only after Ray has placed the GPUs
+        (["--", "--vllm.tensor_parallel_size", "2"], "must be equal to vllm_num_engines * vllm_tensor_parallel_size, got 8 and 16"),
+        # DeepSpeed's arithmetic holds (128 = 4 x 4 x 8), OpenRLHF's split does not: 22 micro-batches on 4 ranks
+        (["--gpus-per-node", "4", "--", "--rollout.micro_batch_size", "12"], "gives the 4 actor ranks [72, 72, 72, 40] samples"),
+        (["--eval-data", "/data/medqa_test.jsonl"], "is a test set"),
     ],
 )
 def test_dry_run_rejects_bad_commands(flags: list[str], message: str, data_dir: Path) -> None:
@@ -178,6 +183,70 @@ def test_dry_run_rejects_bad_commands(flags: list[str], message: str, data_dir: 
     result = run_script("train_ppo_medqa.sh", *base, *flags)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
+
+
+def test_plan_makes_every_rollout_whole(data_dir: Path) -> None:
+    """300 prompts: PPO trains on 256 (one rollout a pass), GRPO on 288 (nine of 32); the rest is left out."""
+    train = write_rows(data_dir / "t300.jsonl", (launcher.sample_rows() * 50)[:300])
+    for algo, kept in (("ppo", 256), ("grpo", 288)):
+        result = run_script("train_ppo_medqa.sh", "--dry-run", "--algo", algo, "--train-data", str(train), "--eval-data", "none")
+        assert result.returncode == 0, result.stderr
+        assert flag_value(printed_command(result.stdout), "--data.max_samples") == str(kept)
+        assert f"{300 - kept} prompts (the file's last) are left out so that every rollout is whole" in result.stdout
+    forced = run_script("train_ppo_medqa.sh", "--dry-run", "--train-data", str(train), "--eval-data", "none",
+                        "--", "--data.max_samples", "300")
+    assert forced.returncode == 1 and "Pass -- --data.max_samples 256" in forced.stderr
+
+
+def test_plan_sets_eval_and_checkpoint_intervals_per_algo(data_dir: Path) -> None:
+    """Eval generates in rounds of the rollout batch, so GRPO's 32-prompt rounds make an eval of 100 dev
+    prompts cost 4 rounds and PPO's 1: at the default 10% share, every 40 and every 10 steps. Both runs
+    have 16 steps (512 prompts: 2 rollouts x 8 passes, 16 x 1), so 10 checkpoints are every 2 steps."""
+    dev = write_rows(data_dir / "dev.jsonl", (launcher.sample_rows() * 17)[:100])
+    for algo, eval_steps in (("ppo", "10"), ("grpo", "40")):
+        result = run_script("train_ppo_medqa.sh", "--dry-run", "--algo", algo, "--train-data", str(data_dir / "train.jsonl"),
+                            "--eval-data", str(dev))
+        assert result.returncode == 0, result.stderr
+        argv = printed_command(result.stdout)
+        assert flag_value(argv, "--eval.steps") == eval_steps and flag_value(argv, "--ckpt.save_steps") == "2"
+        assert "--data.max_samples" not in argv and flag_value(argv, "--ckpt.best_metric_key") == "none"
+        assert "16 steps" in result.stdout
+    explicit = run_script("train_ppo_medqa.sh", "--dry-run", "--train-data", str(data_dir / "train.jsonl"), "--eval-data",
+                          str(dev), "--checkpoints", "4", "--", "--eval.steps", "3")
+    argv = printed_command(explicit.stdout)
+    assert flag_value(argv, "--eval.steps") == "3" and flag_value(argv, "--ckpt.save_steps") == "4"
+
+
+def test_periodic_eval_refuses_a_test_split_named_by_its_summary(data_dir: Path) -> None:
+    """MMLU-Pro health is MMLU-Pro's test split whatever the file is called; prepare.py's summary says so."""
+    health = write_rows(data_dir / "health.jsonl", launcher.sample_rows())
+    (data_dir / "health.summary.json").write_text(json.dumps({"input": "TIGER-Lab/MMLU-Pro[test]"}))
+    result = run_script("train_ppo_medqa.sh", "--dry-run", "--train-data", str(data_dir / "train.jsonl"), "--eval-data", str(health))
+    assert result.returncode == 1 and "is a test set (TIGER-Lab/MMLU-Pro[test])" in result.stderr
+
+
+def test_model_parameters_counts_what_the_weights_hold(tiny_qwen2: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen2)
+    assert launcher.model_parameters(str(tiny_qwen2)) == sum(parameter.numel() for parameter in model.parameters())
+
+
+def test_plan_sizes_checkpoints_from_parameters_and_the_save_schedule() -> None:
+    """1B parameters, PPO (actor and critic saved), 40 steps, a save every 10 and an eval every 10:
+    4 saves; DeepSpeed keeps 2 sets of 2 x 14 GB; 4 Hugging Face copies of 2 GB; the final model 2 GB.
+    With OpenRLHF's best-checkpoint saving on, one more DeepSpeed set and up to 4 more copies."""
+    flags = ["--actor.model_name_or_path", "m", "--critic.model_name_or_path", "m", "--reward.remote_url", "r.py",
+             "--rollout.batch_size", "8", "--train.batch_size", "8", "--rollout.micro_batch_size", "1",
+             "--train.micro_batch_size", "1", "--train.num_episodes", "4", "--eval.dataset", "dev.jsonl", "--eval.steps", "10",
+             "--ckpt.save_steps", "10", "--ckpt.max_num", "2", "--ckpt.save_hf"]
+    args = launcher.parse_openrlhf_args(launcher.PPO_MODULE, flags + ["--ckpt.best_metric_key", "none"])
+    plan = launcher.ppo_plan(args, train_rows=80, eval_rows=50, parameters=10**9)
+    assert plan["steps"] == 40 and plan["checkpoints"]["count"] == 4 and plan["eval"]["evals"] == 4
+    assert plan["disk_bytes"] == {"deepspeed_set": 28 * 10**9, "hf_copy": 2 * 10**9, "total": (2 * 28 + 4 * 2 + 2) * 10**9}
+    assert plan["eval"]["rounds_each"] == 7 and plan["eval"]["share_of_generation"] == 4 * 7 / 40
+    best = launcher.ppo_plan(launcher.parse_openrlhf_args(launcher.PPO_MODULE, flags), 80, 50, 10**9)
+    assert best["disk_bytes"]["total"] == (3 * 28 + 8 * 2 + 2) * 10**9
 
 
 def test_dry_run_rejects_a_label_that_is_not_an_option(data_dir: Path) -> None:

@@ -6,6 +6,7 @@ conftest.py; everything else is the installed OpenRLHF 0.11.2, Ray, DeepSpeed, d
 """
 
 import ast
+import hashlib
 import json
 import os
 import re
@@ -33,6 +34,9 @@ PORT_FLAGS = (
 # What the PPO job's flags set, written out independently of the script.
 REWARD_FLAGS = ["--reward-scheme", "penalized", "--format", "strict", "--leak-penalty", "0.25",
                 "--min-think-words", "3", "--short-think-penalty", "0.5"]
+# One GPU, no vLLM, and rollouts small enough for the six sample questions (3 whole rollouts of 2).
+TINY_RUN = ["--", "--vllm.num_engines", "0", "--rollout.batch_size", "2", "--train.batch_size", "2",
+            "--rollout.micro_batch_size", "1", "--train.micro_batch_size", "1"]
 EXPECTED_ENV = {
     "MED_RLVR_FORMAT": "strict",
     "MED_RLVR_LEAK_PENALTY": "0.25",
@@ -115,9 +119,7 @@ def ppo_job(ray_cluster: str, tiny_qwen2: Path, tmp_path_factory: pytest.TempPat
         "job", "submit", "--address", ray_cluster, "--working-dir", ".", "--submission-id", "medrlvr-e2e", "--",
         "bash", "launch/train_ppo_medqa.sh", "--model", str(tiny_qwen2), "--train-data", str(train),
         "--eval-data", str(evaluation), "--nodes", "1", "--gpus-per-node", "1", "--output-dir", str(folder / "run"),
-        *REWARD_FLAGS, "--", "--vllm.num_engines", "0",
-        # The README's advice: ship .git with the job so that the manifest records the commit.
-        RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES=".venv,venv,__pycache__",
+        *REWARD_FLAGS, *TINY_RUN,
     )
     logs = ray_cli("job", "logs", "--address", ray_cluster, "medrlvr-e2e").stdout
     print(f"PPO job: {time.monotonic() - started:.0f} s")
@@ -141,12 +143,12 @@ def test_ppo_job_reaches_deepspeed_cuda_setup(ppo_job: SimpleNamespace) -> None:
 
 def test_reward_flags_reach_an_actor_of_the_job(ppo_job: SimpleNamespace) -> None:
     """The actor's own environment and its reward function's grades, as the actor printed them."""
-    match = re.search(r"\(RewardProbe pid=\d+\)\S* med-rlvr reward probe: env (\{.*?\}), rewards (\{.*?\})$", ppo_job.logs, re.M)
+    match = re.search(r"\(Probe pid=\d+\)\S* med-rlvr reward probe: env (\{.*?\}), rewards (\{.*?\})$", ppo_job.logs, re.M)
     assert match, ppo_job.logs[-3000:]
     assert ast.literal_eval(match[1]) == EXPECTED_ENV
     # penalized: a well-formed wrong answer earns -1 (neutral would give 0)
     assert ast.literal_eval(match[2]) == {"correct": 1.0, "wrong": -1.0, "malformed": -1.0}
-    assert "med-rlvr: the reward configuration reached an actor on each of 1 node(s)" in ppo_job.logs
+    assert f"med-rlvr: the reward configuration and {ppo_job.run} reached each of 1 node(s)" in ppo_job.logs
 
 
 def test_ppo_job_writes_its_manifest(ppo_job: SimpleNamespace) -> None:
@@ -155,15 +157,40 @@ def test_ppo_job_writes_its_manifest(ppo_job: SimpleNamespace) -> None:
     assert manifest["reward"]["file"] == "med_rlvr_plugin/openrlhf_reward.py"
     assert all(flag in manifest["launch_command"] for flag in REWARD_FLAGS)
     assert manifest["openrlhf_command"][:3] == ["python3", "-m", "openrlhf.cli.train_ppo_ray"]
-    assert manifest["openrlhf_command"][-2:] == ["--vllm.num_engines", "0"]
+    assert manifest["openrlhf_command"][-len(TINY_RUN) + 1 :] == TINY_RUN[1:]
     assert manifest["settings"]["data"]["prompt_dataset"] == str(ppo_job.train)
     assert manifest["settings"]["vllm"]["num_engines"] == 0
     assert manifest["settings"]["ckpt"]["path"] == str(ppo_job.run / "ckpt")
     assert manifest["data"]["train"]["rows"] == ppo_job.train_rows
+    assert manifest["data"]["train"]["sha256"] == {str(ppo_job.train): hashlib.sha256(ppo_job.train.read_bytes()).hexdigest()}
+    assert manifest["plan"]["steps"] == 3 * 8 and manifest["plan"]["rank_samples"] == {"actor": [2], "critic": [2]}
     assert manifest["versions"]["openrlhf"] == "0.11.2" and manifest["versions"]["ray"] == "2.55.0"
+    # The job's copy of the repository has no .git (Ray leaves it out): the commit comes from the
+    # checkout the venv's med-rlvr is installed from, which holds the same files.
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    assert manifest["plugin_git"]["commit"] == head
-    assert sorted(path.name for path in ppo_job.run.iterdir()) == ["manifest.json"]
+    assert manifest["plugin_git"]["commit"] == head and "installed checkout" in manifest["plugin_git"]["commit_source"]
+    # Not Ray's temporary folder, which is gone after the job: the uploaded package's content address.
+    assert manifest["working_dir"] is None and manifest["ray_job"]["working_dir"].startswith("gcs://_ray_pkg_")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (ppo_job.run / "manifest.json").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert sorted(path.name for path in ppo_job.run.iterdir()) == ["manifest.json"]  # the folder probe left nothing
+
+
+def test_a_cluster_smaller_than_the_flags_stops_the_job_before_it_claims_the_folder(
+    ray_cluster: str, tiny_qwen2: Path, tmp_path: Path
+) -> None:
+    """OpenRLHF would wait forever for a placement group of 2 GPUs on this 1-GPU cluster."""
+    train = write_rows(tmp_path / "train.jsonl", launcher.sample_rows())
+    submit = ray_cli(
+        "job", "submit", "--address", ray_cluster, "--working-dir", ".", "--submission-id", "medrlvr-too-big", "--",
+        "bash", "launch/train_ppo_medqa.sh", "--model", str(tiny_qwen2), "--train-data", str(train), "--eval-data", "none",
+        "--gpus-per-node", "2", "--output-dir", str(tmp_path / "run"), *TINY_RUN, timeout=300,
+    )
+    logs = ray_cli("job", "logs", "--address", ray_cluster, "medrlvr-too-big").stdout
+    assert submit.returncode != 0
+    assert "the run places 2 GPUs (--nodes x --gpus-per-node, one bundle each) and the Ray cluster has 1" in logs, logs[-3000:]
+    assert not (tmp_path / "run").exists()
 
 
 def test_ablation_submits_one_job_per_variant(ray_cluster: str, tiny_qwen2: Path, tmp_path: Path) -> None:
@@ -172,7 +199,8 @@ def test_ablation_submits_one_job_per_variant(ray_cluster: str, tiny_qwen2: Path
     result = subprocess.run(
         ["bash", "launch/ablate_reward_schemes.sh", "--address", ray_cluster, "--variants", "neutral,penalized",
          "--prefix", "abl", "--output-root", str(tmp_path / "runs"), "--",
-         "--dry-run", "--model", str(tiny_qwen2), "--train-data", str(train), "--eval-data", "none"],
+         "--dry-run", "--model", str(tiny_qwen2), "--train-data", str(train), "--eval-data", "none", "--gpus-per-node", "1",
+         *TINY_RUN],
         cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
