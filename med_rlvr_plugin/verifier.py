@@ -176,18 +176,29 @@ def _response_start(query: str, prompt: str) -> int | None:
     at = query.find(prompt, 0, len(prompt) + 64)
     if at >= 0:
         return at + len(prompt)
-    # Left-truncated prompt: the query opens with a suffix of the prompt. Find the longest such suffix by
-    # locating the prompt's last 64 characters and checking that everything before them is prompt too.
+    # Left-truncated prompt: the query opens with a suffix of the prompt, of any length; find the longest.
+    # Usually the window's first 64 characters occur in the prompt and, from their leftmost occurrence on,
+    # the prompt agrees with the window: that is the longest suffix (a longer one would hold them further
+    # left). Both checks run in C. When they occur nowhere, any suffix is shorter than 64 characters.
     body = len(query) - len(query.lstrip("\ufffd"))
-    anchor = prompt[-64:]
-    if not anchor:
-        return body
-    end = body + len(prompt)
-    while (at := query.rfind(anchor, body, end)) >= 0:
-        if prompt.endswith(query[body : at + len(anchor)]):
-            return at + len(anchor)
-        end = at + len(anchor) - 1
-    return None
+    window = query[body : body + len(prompt)]
+    start = prompt.find(window[:64])
+    if start >= 0 and window.startswith(prompt[start:]):
+        return body + len(prompt) - start
+    if start < 0:
+        window = window[:64]
+    # The general case: the last value of KMP's prefix function over window + separator + prompt is the
+    # longest prefix of that string that also ends it. The separator, None, equals no character, so the
+    # prefix stays inside the window. `border` grows by at most one per step and each inner step shrinks
+    # it, so the loop runs in O(len(window)) steps.
+    text = [*window, None, *prompt[len(prompt) - len(window) :]]
+    borders = [0] * len(text)
+    for i in range(1, len(text)):
+        border = borders[i - 1]
+        while border and text[i] != text[border]:
+            border = borders[border - 1]
+        borders[i] = border + (text[i] == text[border])
+    return body + borders[-1] if borders[-1] else None
 
 
 def parse_answer_letter(block: str) -> str | None:

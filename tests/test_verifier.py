@@ -1,7 +1,7 @@
 """The grading rule, rule by rule, on responses to a prompt rendered with the project's own template."""
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from med_rlvr_plugin.prompts import render_prompt
@@ -211,6 +211,45 @@ def test_truncated_query_whose_response_repeats_the_prompt_ending():
     response = f" <think>{tail}{REASONING}</think><answer>C</answer>"
     completion, found = extract_completion(PROMPT[200:] + response, PROMPT)
     assert found and completion == response
+
+
+@pytest.mark.parametrize("kept", [1, 2, 10, 63])
+def test_left_truncated_prompt_of_which_only_a_short_tail_survives(kept):
+    # The response repeats the prompt's last line, which a search for that line would take for the split.
+    response = f" I recall a similar case. Assistant: <think>{REASONING}</think><answer>C</answer>"
+    for broken in ("", "\ufffd"):
+        completion, found = extract_completion(broken + PROMPT[-kept:] + response, PROMPT)
+        assert found and completion == response
+    assert grade_response(PROMPT[-kept:] + response, PROMPT, GOLD, STRICT).error == "text before <think> (strict format)"
+
+
+def test_chat_prompt_truncated_to_its_last_line():
+    chat = f"<|im_start|>user\nWhich is the treatment?\nC. Levothyroxine<|im_end|>\n<|im_start|>assistant\n"
+    response = f"<think>{REASONING}</think>\n<answer>C</answer><|im_end|>"
+    for kept in ("assistant\n", "\n"):
+        verdict = grade_response(kept + response, chat, GOLD, STRICT)
+        assert (verdict.prompt_found, verdict.reward) == (True, 1.0)
+
+
+def test_truncated_prompt_whose_surviving_lines_also_occur_earlier_in_it():
+    line = "Answer with one of the letters A, B, C, D, E and nothing else.\n"
+    prompt = line * 3 + "Assistant:"
+    response = f" <think>{REASONING}</think><answer>C</answer>"
+    for kept in (len(line) * 2 + 10, len(line) + 30, 5):
+        completion, found = extract_completion(prompt[-kept:] + response, prompt)
+        assert found and completion == response
+
+
+@settings(max_examples=400, deadline=None)
+@given(prompt=st.text("ab", min_size=1, max_size=80), query=st.text("abc", max_size=160))
+def test_the_split_follows_the_longest_prompt_suffix_the_query_starts_with(prompt, query):
+    assume(prompt not in query)  # a whole prompt inside the query is the BOS-prefix case
+    # Quadratic, obviously right reference: try every suffix length, longest first.
+    longest = next(k for k in range(len(prompt), -1, -1) if query.startswith(prompt[len(prompt) - k :]))
+    completion, found = extract_completion(query, prompt)
+    assert found == (longest > 0)
+    if found:
+        assert completion == query[longest:]
 
 
 def test_prefix_before_the_prompt_and_a_prompt_that_did_not_round_trip():
