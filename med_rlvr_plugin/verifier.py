@@ -35,10 +35,12 @@ TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
 # Trailing special tokens, matched on the *reversed* completion so that one anchored `match` strips any
 # run of them (with whitespace between) in linear time; a forward search for "junk up to the end" would
 # retry from every position. Covers `<|...|>` (Qwen, Llama-3, Phi), DeepSeek's full-width `<｜...｜>`,
-# and the SentencePiece/Gemma/BERT spellings.
+# and the SentencePiece/Gemma/BERT spellings. A whitespace run is one `\s+` (a loop in C), not one turn
+# of the group per character. That `\s+` sits inside `(...)*` yet never backtracks: nothing follows the
+# group, so the first, greedy attempt is the match.
 _NAMED_SPECIAL_TOKENS = ("</s>", "<eos>", "<pad>", "<unk>", "<end_of_turn>", "<eot>", "[PAD]", "[SEP]", "[EOS]")
 _TRAILING_SPECIALS_REVERSED = re.compile(
-    r"(?:\s|>\|[\w.:\-]{1,64}\|<|>｜[^｜<>\s]{1,64}｜<|"
+    r"(?:\s+|>\|[\w.:\-]{1,64}\|<|>｜[^｜<>\s]{1,64}｜<|"
     + "|".join(re.escape(token[::-1]) for token in _NAMED_SPECIAL_TOKENS)
     + r")*"
 )

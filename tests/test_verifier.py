@@ -343,7 +343,10 @@ FRAGMENTS = st.sampled_from(
      "<|im_end|>", "<|endoftext|>", "Levothyroxine", "c", ".", "**"]
 )
 RESPONSES = st.one_of(st.text(max_size=200), st.lists(st.one_of(FRAGMENTS, st.text(max_size=5)), max_size=12).map("".join))
-SUFFIXES = st.lists(st.sampled_from(["<|im_end|>", "<|endoftext|>", "</s>", "<eos>", "<pad>", " ", "\n", "\t"]), max_size=6)
+SUFFIXES = st.lists(
+    st.sampled_from(["<|im_end|>", "<|endoftext|>", "</s>", "<eos>", "<pad>", " ", "\n", "\t", "\u00a0", "\u3000", " \n" * 40]),
+    max_size=6,
+)
 
 
 @settings(max_examples=400, deadline=None)
