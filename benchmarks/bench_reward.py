@@ -51,11 +51,11 @@ def load_reward_func():
     return module.reward_func
 
 
-def per_call_seconds(function, query: str, repeats: int) -> list[float]:
+def per_call_seconds(function, query: str, repeats: int, prompt: str = PROMPT) -> list[float]:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        function([query], [PROMPT], ["C"])
+        function([query], [prompt], ["C"])
         times.append(time.perf_counter() - start)
     return times
 
@@ -101,10 +101,22 @@ def main() -> None:
     print("\nadversarial responses: ms per call at 1 MB, and time ratio for each doubling 128 KB -> 1 MB")
     sizes = [2**17, 2**18, 2**19, 2**20]
     for name in adversarial(1):
-        times = [min(per_call_seconds(reward_func, PROMPT + adversarial(size)[name], 3)) for size in sizes]
-        ratios = " ".join(f"{later / earlier:.2f}" for earlier, later in zip(times, times[1:]))
-        over = "   OVER the 50 ms target" if times[-1] > 0.05 else ""
-        print(f"{name:>24}: {times[-1] * 1e3:7.2f} ms   doubling ratios {ratios}{over}")
+        report(name, [min(per_call_seconds(reward_func, PROMPT + adversarial(size)[name], 3)) for size in sizes])
+    # A prompt is data, not policy output, but its option lines are parsed too, on the first call for that
+    # prompt (then cached): time first calls, on prompts that differ, each with one long option line.
+    times = []
+    for size in sizes:
+        prompts = [PROMPT.replace("\nA. ", f"\nA. {copy}" + " " * size + "x ", 1) for copy in range(3)]
+        times.append(min(per_call_seconds(reward_func, prompt + "<think>x</think><answer>C</answer>", 1, prompt)[0]
+                         for prompt in prompts))
+    report("spaces in an option line", times)
+
+
+def report(name: str, times: list[float]) -> None:
+    """One adversarial line: the time at the largest size and the ratio for each doubling before it."""
+    ratios = " ".join(f"{later / earlier:.2f}" for earlier, later in zip(times, times[1:]))
+    over = "   OVER the 50 ms target" if times[-1] > 0.05 else ""
+    print(f"{name:>24}: {times[-1] * 1e3:7.2f} ms   doubling ratios {ratios}{over}")
 
 
 if __name__ == "__main__":

@@ -67,7 +67,9 @@ _LEAD_ONLY = re.compile(rf"(?i:{_LEAD})")
 _OTHER_LETTER = r"(?:\([A-J]\)|\[[A-J]\]|[A-J](?:[):,/]|\.(?= \S)))"
 _HEDGE_START = re.compile(rf"(?:(?i:or|and|vs\.?|versus)\b|[/,&;+]|{_OTHER_LETTER}|[A-J]\.?$)")
 _HEDGE_INSIDE = re.compile(rf"(?i:\b(?:or|and)) {_OTHER_LETTER}")
-_OPTION_LINE = re.compile(r"^([A-J])\. (.+?)\s*$", re.M)
+# An option line of the prompt: the greedy `.*` runs to the line's end and gives back only its trailing
+# whitespace (a lazy `.+?` before `\s*$` would retry a run of inner spaces at each of its positions).
+_OPTION_LINE = re.compile(r"^([A-J])\. (.*\S)", re.M)
 _EDGE_PUNCTUATION = " .,;:!*_\"'`"
 
 
