@@ -1,5 +1,8 @@
 """The grading rule, rule by rule, on responses to a prompt rendered with the project's own template."""
 
+import json
+from pathlib import Path
+
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -69,6 +72,37 @@ def grade(response: str, config: RewardConfig = RewardConfig(), label: object = 
         ("C) Hepatitis B and C", "C"),
         ("D. Vitamin D.", "D"),
         ("B) Vitamin B12 deficiency", "B"),
+        ("C) Infection with E. coli", "C"),
+        ("C. E. coli infection", "C"),
+        ("C. C. difficile colitis", "C"),
+        ("C. RhO(D) immunoglobulin", "C"),
+        ("C. Free energy (G) of the reactants", "C"),
+        ("C. Fever of 38.7°C (101.7°F) after vaccination", "C"),
+        ("C) Factor VIII deficiency (hemophilia A) in a boy", "C"),
+        ("C. I, II", "C"),
+        # A lower-case letter in brackets.
+        ("(c)", "C"),
+        ("[c]", "C"),
+        ("(c) Levothyroxine", "C"),
+        ("The answer is (c).", "C"),
+        # Full-width and other compatibility forms (NFKC).
+        ("Ｃ", "C"),
+        ("（Ｃ）", "C"),
+        ("Answer：C", "C"),
+        ("Ａｎｓｗｅｒ：Ｃ．\u3000Levothyroxine", "C"),
+        # A discourse opener before the leading phrase.
+        ("So the answer is C", "C"),
+        ("Therefore, the answer is C", "C"),
+        ("I think the answer is C", "C"),
+        ("So, I think the correct answer is (C).", "C"),
+        ("Thus the answer is C) Levothyroxine", "C"),
+        ("In conclusion, the best option is **C**", "C"),
+        # Zero-width characters and direction marks do not count.
+        ("\u200bC\u200b", "C"),
+        ("\u200eC\u200f", "C"),
+        ("C\u200b.", "C"),
+        ("**\u2060C\u2060**", "C"),
+        ("\ufeffThe answer is \u202aC\u202c", "C"),
     ],
 )
 def test_answer_forms_that_name_a_letter(block, letter):
@@ -105,10 +139,72 @@ def test_answer_forms_that_name_a_letter(block, letter):
         "(C",
         "C]",
         "\\boxed{C}",
+        # Two option markers, whatever joins them.
+        "C. Right coronary artery D. Left main coronary artery",
+        "(C) Right coronary artery (D) Left main coronary artery",
+        "C. Right coronary artery, D. Left main coronary artery",
+        "C) RCA; D) LMCA",
+        "C: RCA D: LMCA",
+        "[C] RCA [D] LMCA",
+        "(c) RCA (d) LMCA",
+        "C. D, E",
+        # Lower case stays a bare lone letter or a bracketed one.
+        "c)",
+        "(c) (d)",
+        "(c) or (d)",
+        # An opener needs the leading phrase after it.
+        "So C",
+        "I think C",
+        "Therefore C",
+        "So the answer is C or D",
+        # Normalized text is graded like any other.
+        "Ｃ or Ｄ",
+        "Ｋ",
+        "３",
+        "\u200bA or C",
+        "C\u200bD",
     ],
 )
 def test_answer_forms_that_name_no_letter(block):
     assert parse_answer_letter(block) is None
+
+
+def test_only_the_first_thousand_characters_of_an_answer_block_are_read():
+    wording = " Levothyroxine" * 80  # 1,120 characters
+    assert parse_answer_letter(" " * 5000 + "The answer is\n" + " " * 5000 + "(C)" + wording) == "C"
+    assert parse_answer_letter("\u200bＣ." + wording) == "C"
+    assert parse_answer_letter("C." + wording[:980] + " D. Propranolol") is None
+    assert parse_answer_letter("C." + wording + " D. Propranolol") == "C"
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def real_option_lists() -> list[list[str]]:
+    """The options of every MedQA-USMLE dev and test question and every MMLU-Pro health question."""
+    files = [SHARED_DATA / "medqa" / "us_4opt_dev.jsonl", SHARED_DATA / "medqa" / "us_4opt_test.jsonl"]
+    health = SHARED_DATA / "mmlu_pro" / "test_health.jsonl"
+    if not all(path.exists() for path in [*files, health]):
+        pytest.skip(f"real data not found in {SHARED_DATA} (the shared data folder sits beside the project)")
+    rows = [json.loads(line) for path in files for line in path.read_text(encoding="utf-8").splitlines()]
+    options = [list(row["options"].values()) for row in rows]
+    return options + [json.loads(line)["options"] for line in health.read_text(encoding="utf-8").splitlines()]
+
+
+def test_real_options_after_their_letter_name_it_and_two_options_name_none():
+    named, hedges = [], []
+    for options in real_option_lists():
+        # An option whose whole text is a letter ("C. D") reads as a hedge, by rule.
+        letters = [(letter, " ".join(text.split())) for letter, text in zip("ABCDEFGHIJ", options) if len(text) > 1]
+        for letter, text in letters:
+            named += [(f"{letter}. {text}", letter), (f"({letter}) {text}", letter), (f"{letter}) {text}", letter)]
+        for (first, text), (second, other) in zip(letters, letters[1:]):
+            if not other[0].islower():  # "C. hCG D. pH" reads as C: the price of reading "C. E. coli" as C
+                hedges += [f"{first}. {text} {second}. {other}", f"({first}) {text} ({second}) {other}",
+                           f"{first}) {text}; {second}) {other}", f"{first}. {text}, {second}. {other}"]
+    assert [block for block, letter in named if parse_answer_letter(block) != letter] == []
+    assert [block for block in hedges if parse_answer_letter(block) is not None] == []
+    assert len(named) > 50000 and len(hedges) > 50000
 
 
 @pytest.mark.parametrize("label", ["C", "c", " C ", "(C)", "[c]", "C.", "C\n"])
