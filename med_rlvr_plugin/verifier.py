@@ -16,9 +16,9 @@ rule lives here once. The rule, step by step (docs/verifier.md has the same text
    response's reward, and never below -1, so a well-formed response never scores under a malformed one.
 
 Every function is total on any string and runs in time linear in its input. No regular expression
-below can backtrack more than a constant number of steps per character (each one's comment says why);
-the answer grammar runs on at most 1,000 whitespace-collapsed characters, so each `\\s?` in it matches
-at most one character; the prompt is located by string search in C or, failing that, KMP.
+below can backtrack more than a constant number of steps per character (the comments beside them say
+why); the answer grammar runs on at most 1,000 whitespace-collapsed characters, so each `\\s?` in it
+matches at most one character; the prompt is located by string search in C or, failing that, KMP.
 """
 
 from __future__ import annotations
