@@ -1,10 +1,11 @@
 """Per-call time of the OpenRLHF reward file, beside a floor measured in the same run.
 
 The floor is the shape of the common peer reward functions: one compiled regex for the format, one for
-the answer, and the returned values built as tensors. Ours does more (prompt location, special-token
-stripping, the full format rule, the answer grammar, the leak check, seven logged metrics). Targets:
-median within 3x of the floor on realistic responses; a 1 MB adversarial response under 50 ms; time
-growing linearly with length (each doubling of the input about doubles the time).
+the answer, and the returned values built as tensors. Ours does more (prompt location, also of a prompt
+truncated from the left, special-token stripping, the full format rule, the answer grammar, the leak
+check, seven logged metrics). Targets: median within 3x of the floor on realistic responses; a 1 MB
+adversarial response or prompt option line under 50 ms; time growing linearly with length (each
+doubling of the input about doubles the time).
 
     python benchmarks/bench_reward.py [--repeats 2000]
 """
@@ -27,6 +28,8 @@ PROMPT = render_prompt(
     ["Left anterior descending", "Left circumflex", "Right coronary", "Left main", "Posterior descending"],
 )
 SENTENCE = "ST elevation in the inferior leads points to the right coronary artery, which supplies the inferior wall. "
+# Option wording full of near-hedges the answer grammar must scan past: letters, "or", "and", "(G) of".
+WORDING = "Hepatitis B and C or E. coli (hemophilia A) with free energy (G) of the vessel "
 
 FORMAT = re.compile(r"^<think>.*?</think>\s*<answer>.*?</answer>$", re.S)
 ANSWER = re.compile(r"<answer>\s*\(?([A-J])\)?\s*</answer>")
@@ -49,11 +52,11 @@ def load_reward_func():
     return module.reward_func
 
 
-def per_call_seconds(function, query: str, repeats: int) -> list[float]:
+def per_call_seconds(function, query: str, repeats: int, prompt: str = PROMPT) -> list[float]:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        function([query], [PROMPT], ["C"])
+        function([query], [prompt], ["C"])
         times.append(time.perf_counter() - start)
     return times
 
@@ -67,6 +70,9 @@ def adversarial(size: int) -> dict[str, str]:
         "whitespace in answer": "<think>x</think><answer>Answer" + " " * size + "!</answer>",
         "trailing specials": "<think>x</think><answer>C</answer>" + "<|im_end|>\n" * (size // 11) + "x",
         "long thinking": "<think>" + SENTENCE * (size // len(SENTENCE)) + "</think><answer>C</answer>",
+        "trailing whitespace": "<think>x</think><answer>C</answer>" + " \n\u00a0" * (size // 3),
+        "invisible answer": "<think>x</think><answer>" + "\u200b\u200e\ufeff" * (size // 3) + "C</answer>",
+        "long option wording": "<think>x</think><answer>C. " + (WORDING * (size // len(WORDING))) + "</answer>",
     }
 
 
@@ -86,12 +92,32 @@ def main() -> None:
         words = len(SENTENCE.split()) * sentences
         print(f"{words:>12} {len(response):>8} {ours:>8.1f} {floor:>8.1f} {ours / floor:>6.2f}")
 
+    # The floor cannot find a truncated prompt, so ours is set beside its own time on the whole prompt.
+    print("\nleft-truncated prompt (OpenRLHF keeps its last tokens), 255 think words: median per call (us)")
+    response = f"<think>{SENTENCE * 15}</think>\n<answer>C</answer><|endoftext|>"
+    for label, kept in (("whole prompt", len(PROMPT)), ("half survives", len(PROMPT) // 2), ("10 chars survive", 10)):
+        ours = statistics.median(per_call_seconds(reward_func, PROMPT[-kept:] + response, args.repeats)) * 1e6
+        print(f"{label:>24}: {ours:8.1f}")
+
     print("\nadversarial responses: ms per call at 1 MB, and time ratio for each doubling 128 KB -> 1 MB")
     sizes = [2**17, 2**18, 2**19, 2**20]
     for name in adversarial(1):
-        times = [min(per_call_seconds(reward_func, PROMPT + adversarial(size)[name], 3)) for size in sizes]
-        ratios = " ".join(f"{later / earlier:.2f}" for earlier, later in zip(times, times[1:]))
-        print(f"{name:>24}: {times[-1] * 1e3:7.2f} ms   doubling ratios {ratios}")
+        report(name, [min(per_call_seconds(reward_func, PROMPT + adversarial(size)[name], 5)) for size in sizes])
+    # A prompt is data, not policy output, but its option lines are parsed too, on the first call for that
+    # prompt (then cached): time first calls, on prompts that differ, each with one long option line.
+    times = []
+    for size in sizes:
+        prompts = [PROMPT.replace("\nA. ", f"\nA. {copy}" + " " * size + "x ", 1) for copy in range(3)]
+        times.append(min(per_call_seconds(reward_func, prompt + "<think>x</think><answer>C</answer>", 1, prompt)[0]
+                         for prompt in prompts))
+    report("spaces in an option line", times)
+
+
+def report(name: str, times: list[float]) -> None:
+    """One adversarial line: the time at the largest size and the ratio for each doubling before it."""
+    ratios = " ".join(f"{later / earlier:.2f}" for earlier, later in zip(times, times[1:]))
+    over = "   OVER the 50 ms target" if times[-1] > 0.05 else ""
+    print(f"{name:>24}: {times[-1] * 1e3:7.2f} ms   doubling ratios {ratios}{over}")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ Every adapter (the OpenRLHF reward file, evaluation, analysis, servers) calls `g
 rule lives here once. The rule, step by step (docs/verifier.md has the same text with examples):
 
 1. Completion: the response is the query with the prompt removed from its front (also when OpenRLHF
-   truncated the prompt from the left), trailing special tokens and whitespace removed, and, when the
-   prompt ends with `<think>`, that `<think>` put back in front.
+   truncated the prompt from the left, to any length: the longest suffix of the prompt the query starts
+   with), trailing special tokens and whitespace removed, and, when the prompt ends with `<think>`, that
+   `<think>` put back in front.
 2. Format: exactly one `<think>`, `</think>`, `<answer>`, `</answer>` in that order; non-blank thinking;
    only whitespace between `</think>` and `<answer>` and after `</answer>`; only whitespace before
    `<think>` in strict format (anything in lenient format, the paper's); the answer names one letter.
@@ -14,14 +15,16 @@ rule lives here once. The rule, step by step (docs/verifier.md has the same text
    -1 malformed. Optional shaping beyond the paper (`RewardConfig`) only ever lowers a well-formed
    response's reward, and never below -1, so a well-formed response never scores under a malformed one.
 
-Every function is total on any string and runs in time linear in its input: the regular expressions
-below are anchored and never nest unbounded quantifiers (whitespace is collapsed before the answer
-grammar runs, so each `\\s?` in it matches at most one character).
+Every function is total on any string and runs in time linear in its input. No regular expression
+below can backtrack more than a constant number of steps per character (the comments beside them say
+why); the answer grammar runs on at most 1,000 whitespace-collapsed characters, so each `\\s?` in it
+matches at most one character; the prompt is located by string search in C or, failing that, KMP.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -35,37 +38,55 @@ TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
 # Trailing special tokens, matched on the *reversed* completion so that one anchored `match` strips any
 # run of them (with whitespace between) in linear time; a forward search for "junk up to the end" would
 # retry from every position. Covers `<|...|>` (Qwen, Llama-3, Phi), DeepSeek's full-width `<｜...｜>`,
-# and the SentencePiece/Gemma/BERT spellings.
+# and the SentencePiece/Gemma/BERT spellings. A whitespace run is one `\s+` (a loop in C), not one turn
+# of the group per character. That `\s+` sits inside `(...)*` yet never backtracks: nothing follows the
+# group, so the first, greedy attempt is the match.
 _NAMED_SPECIAL_TOKENS = ("</s>", "<eos>", "<pad>", "<unk>", "<end_of_turn>", "<eot>", "[PAD]", "[SEP]", "[EOS]")
 _TRAILING_SPECIALS_REVERSED = re.compile(
-    r"(?:\s|>\|[\w.:\-]{1,64}\|<|>｜[^｜<>\s]{1,64}｜<|"
+    r"(?:\s+|>\|[\w.:\-]{1,64}\|<|>｜[^｜<>\s]{1,64}｜<|"
     + "|".join(re.escape(token[::-1]) for token in _NAMED_SPECIAL_TOKENS)
     + r")*"
 )
 
 # The answer grammar, run on whitespace-collapsed text: an optional leading phrase ("The correct answer
-# is", "Answer:", "Option", optionally in bold), one letter A-J bare or wrapped in (), [], *, **, _ or __,
-# an optional delimiter, then optionally a space and free text (the option's wording).
+# is", "Answer:", "Option", optionally in bold, optionally after a discourse opener from a closed list:
+# "So", "Therefore,", "I think", "So, I think"), one letter A-J bare or wrapped in (), [], *, **, _ or
+# __ (a lower-case letter only in () or []), an optional delimiter, then optionally a space and free
+# text (the option's wording). Each piece of the leading phrase is bounded, so trying its few possible
+# splits takes constant time.
+_OPENER = r"(?:(?:so|thus|hence|therefore|in conclusion),? )?(?:i think |i believe )?"
 _LEAD = (
-    r"(?:\*{0,2}(?:the )?(?:(?:correct|final|best|right) )?(?:answer|option|choice)(?: is)?"
+    rf"(?:{_OPENER}\*{{0,2}}(?:the )?(?:(?:correct|final|best|right) )?(?:answer|option|choice)(?: is)?"
     r" ?:? ?\*{0,2} ?:? ?)?"
 )
 _ANSWER = re.compile(
     rf"(?i:{_LEAD})"
-    r"(?:\((?P<paren>[A-J])\)|\[(?P<bracket>[A-J])\]|\*\*(?P<bold>[A-J])[.):]?\*\*|\*(?P<em>[A-J])\*"
+    r"(?:\((?P<paren>[A-Ja-j])\)|\[(?P<bracket>[A-Ja-j])\]|\*\*(?P<bold>[A-J])[.):]?\*\*|\*(?P<em>[A-J])\*"
     r"|__(?P<under2>[A-J])__|_(?P<under>[A-J])_|(?P<bare>[A-J]))"
     r"(?P<delim>[.):])?(?P<text>(?: .*)?)",
     re.S,
 )
 _LEAD_ONLY = re.compile(rf"(?i:{_LEAD})")
-# Text after the letter that names another option makes the answer a hedge: "(A) or (C)", "A. C.",
-# "(A), (C)", "C. Levothyroxine or D. Propylthiouracil". A letter needs a delimiter to count there, so
-# option wording such as "A decrease in ..." or "Hepatitis B and C" is not mistaken for one (the price:
-# "C. Levothyroxine or D" with nothing after the D counts as C).
-_OTHER_LETTER = r"(?:\([A-J]\)|\[[A-J]\]|[A-J](?:[):,/]|\.(?= \S)))"
-_HEDGE_START = re.compile(rf"(?:(?i:or|and|vs\.?|versus)\b|[/,&;+]|{_OTHER_LETTER}|[A-J]\.?$)")
-_HEDGE_INSIDE = re.compile(rf"(?i:\b(?:or|and)) {_OTHER_LETTER}")
-_OPTION_LINE = re.compile(r"^([A-J])\. (.+?)\s*$", re.M)
+# Wording after the letter that names another option makes the answer a hedge. An option marker is a
+# letter in () or [] (either case), or a capital followed by `)`, `:`, or by `.` and wording that does not
+# start in lower case ("E. coli" and "C. difficile" are not markers). A hedge: wording that starts with a
+# marker, a joiner, a lone letter or a list of letters ("A or C", "C. D", "C. D, E"); a marker after
+# `or`/`and` ("C. Levothyroxine or (D)"); or, anywhere, a marker that starts a word (after a space, `,`
+# or `;`) and is followed by wording that does not start in lower case, whatever joins the two ("C. RCA
+# D. LMCA", "C) RCA; D) LMCA"). So "A decrease in ...", "Hepatitis B and C", "RhO(D) immunoglobulin",
+# "Free energy (G) of" and "I, II" are wording; the price: a second option in lower case ("C. hCG D.
+# pH") or a letter with nothing after it ("C. Levothyroxine or D") reads as C. Every alternative spans at
+# most nine characters, so a `search` tries each position in constant time.
+_MARKER = r"(?:\([A-Ja-j]\)|\[[A-Ja-j]\]|[A-J](?:[):]|\.(?= [^\sa-z])))"
+_HEDGE_START = re.compile(rf"(?:(?i:or|and|vs\.?|versus)\b|[/,&;+]|{_MARKER}|[A-J](?:[,/] ?[A-J]\b|\.?$))")
+_HEDGE_INSIDE = re.compile(rf"(?i:\b(?:or|and) )(?:{_MARKER}|[A-J][,/])|(?<![^\s,;]){_MARKER}(?= [^\sa-z])")
+# Characters that do not show, removed from an answer block: soft hyphen, zero-width characters, the
+# word joiner and invisible operators, direction marks, embeddings, overrides and isolates, the BOM.
+_INVISIBLE = re.compile(r"[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_READ_LENGTH = 1000  # characters of an answer block that are read, see `_parse_answer`
+# An option line of the prompt: the greedy `.*` runs to the line's end and gives back only its trailing
+# whitespace (a lazy `.+?` before `\s*$` would retry a run of inner spaces at each of its positions).
+_OPTION_LINE = re.compile(r"^([A-J])\. (.*\S)", re.M)
 _EDGE_PUNCTUATION = " .,;:!*_\"'`"
 
 
@@ -176,30 +197,49 @@ def _response_start(query: str, prompt: str) -> int | None:
     at = query.find(prompt, 0, len(prompt) + 64)
     if at >= 0:
         return at + len(prompt)
-    # Left-truncated prompt: the query opens with a suffix of the prompt. Find the longest such suffix by
-    # locating the prompt's last 64 characters and checking that everything before them is prompt too.
+    # Left-truncated prompt: the query opens with a suffix of the prompt, of any length; find the longest.
+    # Usually the window's first 64 characters occur in the prompt and, from their leftmost occurrence on,
+    # the prompt agrees with the window: that is the longest suffix (a longer one would hold them further
+    # left). Both checks run in C. When they occur nowhere, any suffix is shorter than 64 characters.
     body = len(query) - len(query.lstrip("\ufffd"))
-    anchor = prompt[-64:]
-    if not anchor:
-        return body
-    end = body + len(prompt)
-    while (at := query.rfind(anchor, body, end)) >= 0:
-        if prompt.endswith(query[body : at + len(anchor)]):
-            return at + len(anchor)
-        end = at + len(anchor) - 1
-    return None
+    window = query[body : body + len(prompt)]
+    start = prompt.find(window[:64])
+    if start >= 0 and window.startswith(prompt[start:]):
+        return body + len(prompt) - start
+    if start < 0:
+        window = window[:64]
+    # The general case: the last value of KMP's prefix function over window + separator + prompt is the
+    # longest prefix of that string that also ends it. The separator, None, equals no character, so the
+    # prefix stays inside the window. `border` grows by at most one per step and each inner step shrinks
+    # it, so the loop runs in O(len(window)) steps.
+    text = [*window, None, *prompt[len(prompt) - len(window) :]]
+    borders = [0] * len(text)
+    for i in range(1, len(text)):
+        border = borders[i - 1]
+        while border and text[i] != text[border]:
+            border = borders[border - 1]
+        borders[i] = border + (text[i] == text[border])
+    return body + borders[-1] if borders[-1] else None
 
 
 def parse_answer_letter(block: str) -> str | None:
     """The option letter an answer block names, or None when it names none (which makes a response malformed).
 
-    Accepted (after stripping): `C`; a lone lower-case `c`; `(C)`, `[C]`, `*C*`, `**C**`, `_C_`, `__C__`;
-    `C.`, `C)`, `C:` with or without the option's wording after them (`C) Levothyroxine`); a wrapped letter
+    The block's first 1,000 characters are read, whitespace collapsed, zero-width characters and direction
+    marks removed, compatibility forms NFKC-normalized (full-width `Ｃ` is `C`, `Answer：C` is `Answer:C`).
+    Accepted: `C`; a lone lower-case `c`; `(C)`, `[C]`, `(c)`, `[c]`, `*C*`, `**C**`, `_C_`, `__C__`; `C.`,
+    `C)`, `C:` with or without the option's wording after them (`C) Levothyroxine`); a wrapped letter
     followed by wording (`(C) Levothyroxine`); any of these after a leading phrase (`Option C`,
-    `option (C)`, `The answer is C`, `The correct answer is (C).`, `Answer: C`, `**Answer:** C`); and the
-    whole block in bold (`**C. Levothyroxine**`). Not accepted: an empty block, wording without a letter,
-    hedges (`A or C`, `A, C`, `C/D`, `CD`, `A and C`, `(A) or (C)`, `C. Levothyroxine or D. PTU`), numbers,
-    letters past J, and sentences that merely start with a capital letter (`A 45-year-old ...`).
+    `option (C)`, `The answer is C`, `The correct answer is (C).`, `Answer: C`, `**Answer:** C`), which may
+    follow a discourse opener: `So`, `Thus`, `Hence`, `Therefore` or `In conclusion` (comma optional),
+    `I think` or `I believe`, or one of the first then one of the second (`So, I think the answer is C`);
+    and the whole block in bold (`**C. Levothyroxine**`). Not accepted: an empty block, wording without a
+    letter, hedges (`A or C`, `A, C`, `C/D`, `CD`, `A and C`, `(A) or (C)`, and a second option marker
+    followed by wording, whatever joins them: `C. RCA D. LMCA`, `(C) RCA (D) LMCA`, `C) RCA; D) LMCA`),
+    numbers, letters past J, any other lower-case letter (`c.`, `the answer is c`), an opener without a
+    leading phrase (`So C`), and sentences that merely start with a capital letter (`A 45-year-old ...`).
+    Wording that only contains letters is no hedge: `C) Hepatitis B and C`, `D. Vitamin D.`,
+    `C. E. coli infection` (a capital and `.` before a lower-case word is an abbreviation), `C. I, II`.
     """
     parsed = _parse_answer(block)
     return parsed[0] if parsed else None
@@ -207,7 +247,15 @@ def parse_answer_letter(block: str) -> str | None:
 
 def _parse_answer(block: str) -> tuple[str, str] | None:
     """(letter, wording after it) for an answer block, or None; the grammar of `parse_answer_letter`."""
-    text = " ".join(block.split())
+    # Only the first 1,000 characters, whitespace collapsed, are read: room for any leading phrase and
+    # option wording (MedQA's longest option has 235 characters), and a bound on the work below at any
+    # block length (NFKC can turn one character into 18, at a microsecond each). `maxsplit` stops the
+    # split there; the rest of the block is copied once, never scanned.
+    text = " ".join(block.split(maxsplit=_READ_LENGTH)[:_READ_LENGTH])[:_READ_LENGTH]
+    if not text.isascii():
+        # Invisible characters out, compatibility forms (full-width `Ｃ`, `：`) to plain ones; collapse
+        # again, as either can leave or make spaces.
+        text = " ".join(unicodedata.normalize("NFKC", _INVISIBLE.sub("", text)).split())
     if len(text) == 1 and text in "abcdefghij":
         return text.upper(), ""
     if len(text) > 4 and text[:2] == text[-2:] and text[:2] in ("**", "__"):
@@ -222,7 +270,7 @@ def _parse_answer(block: str) -> tuple[str, str] | None:
         return None
     if wording and (_HEDGE_START.match(wording) or _HEDGE_INSIDE.search(wording)):
         return None
-    return letter, wording
+    return letter.upper(), wording
 
 
 def parse_label(label: object) -> str:

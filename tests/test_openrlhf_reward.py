@@ -93,6 +93,27 @@ def test_prompt_truncated_from_the_left_by_openrlhf(monkeypatch):
     assert outputs[0]["reward"] == 1.0 and outputs[0]["extra_logs"]["prompt_not_found"] == 0.0
 
 
+def test_prompt_truncated_to_its_last_two_tokens_by_openrlhf(monkeypatch):
+    tokenizer = qwen25_tokenizer()
+    question, options, gold = QUESTIONS[0]
+    base = render_prompt(question, options)
+    chat = tokenizer.apply_chat_template(render_chat_prompt(question, options), tokenize=False, add_generation_prompt=True)
+    samples = [
+        # Only "Assistant:" survives, and the response repeats it after a preamble that strict format rejects.
+        (base, gold, f" Let me think. Assistant: <think>Impetigo.</think> <answer>{gold}</answer>"),
+        # Only "assistant\n" survives.
+        (chat, gold, f"<think>Impetigo.</think>\n<answer>{gold}</answer><|im_end|>"),
+    ]
+    outputs = run_executor(monkeypatch, samples, {"MED_RLVR_FORMAT": "strict"}, max_length=256 + 2)
+    assert [out["observation_tokens"][:2] for out in outputs] == [
+        tokenizer(text, add_special_tokens=False)["input_ids"][-2:] for text in (base, chat)
+    ]
+    assert [(out["reward"], out["extra_logs"]["preamble"], out["extra_logs"]["prompt_not_found"]) for out in outputs] == [
+        (-1.0, 1.0, 0.0),
+        (1.0, 0.0, 0.0),
+    ]
+
+
 def test_chat_template_prompts_and_templates_that_open_the_think_block(monkeypatch):
     tokenizer = qwen25_tokenizer()
     question, options, gold = QUESTIONS[0]

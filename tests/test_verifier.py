@@ -1,7 +1,10 @@
 """The grading rule, rule by rule, on responses to a prompt rendered with the project's own template."""
 
+import json
+from pathlib import Path
+
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from med_rlvr_plugin.prompts import render_prompt
@@ -69,6 +72,37 @@ def grade(response: str, config: RewardConfig = RewardConfig(), label: object = 
         ("C) Hepatitis B and C", "C"),
         ("D. Vitamin D.", "D"),
         ("B) Vitamin B12 deficiency", "B"),
+        ("C) Infection with E. coli", "C"),
+        ("C. E. coli infection", "C"),
+        ("C. C. difficile colitis", "C"),
+        ("C. RhO(D) immunoglobulin", "C"),
+        ("C. Free energy (G) of the reactants", "C"),
+        ("C. Fever of 38.7°C (101.7°F) after vaccination", "C"),
+        ("C) Factor VIII deficiency (hemophilia A) in a boy", "C"),
+        ("C. I, II", "C"),
+        # A lower-case letter in brackets.
+        ("(c)", "C"),
+        ("[c]", "C"),
+        ("(c) Levothyroxine", "C"),
+        ("The answer is (c).", "C"),
+        # Full-width and other compatibility forms (NFKC).
+        ("Ｃ", "C"),
+        ("（Ｃ）", "C"),
+        ("Answer：C", "C"),
+        ("Ａｎｓｗｅｒ：Ｃ．\u3000Levothyroxine", "C"),
+        # A discourse opener before the leading phrase.
+        ("So the answer is C", "C"),
+        ("Therefore, the answer is C", "C"),
+        ("I think the answer is C", "C"),
+        ("So, I think the correct answer is (C).", "C"),
+        ("Thus the answer is C) Levothyroxine", "C"),
+        ("In conclusion, the best option is **C**", "C"),
+        # Zero-width characters and direction marks do not count.
+        ("\u200bC\u200b", "C"),
+        ("\u200eC\u200f", "C"),
+        ("C\u200b.", "C"),
+        ("**\u2060C\u2060**", "C"),
+        ("\ufeffThe answer is \u202aC\u202c", "C"),
     ],
 )
 def test_answer_forms_that_name_a_letter(block, letter):
@@ -105,10 +139,72 @@ def test_answer_forms_that_name_a_letter(block, letter):
         "(C",
         "C]",
         "\\boxed{C}",
+        # Two option markers, whatever joins them.
+        "C. Right coronary artery D. Left main coronary artery",
+        "(C) Right coronary artery (D) Left main coronary artery",
+        "C. Right coronary artery, D. Left main coronary artery",
+        "C) RCA; D) LMCA",
+        "C: RCA D: LMCA",
+        "[C] RCA [D] LMCA",
+        "(c) RCA (d) LMCA",
+        "C. D, E",
+        # Lower case stays a bare lone letter or a bracketed one.
+        "c)",
+        "(c) (d)",
+        "(c) or (d)",
+        # An opener needs the leading phrase after it.
+        "So C",
+        "I think C",
+        "Therefore C",
+        "So the answer is C or D",
+        # Normalized text is graded like any other.
+        "Ｃ or Ｄ",
+        "Ｋ",
+        "３",
+        "\u200bA or C",
+        "C\u200bD",
     ],
 )
 def test_answer_forms_that_name_no_letter(block):
     assert parse_answer_letter(block) is None
+
+
+def test_only_the_first_thousand_characters_of_an_answer_block_are_read():
+    wording = " Levothyroxine" * 80  # 1,120 characters
+    assert parse_answer_letter(" " * 5000 + "The answer is\n" + " " * 5000 + "(C)" + wording) == "C"
+    assert parse_answer_letter("\u200bＣ." + wording) == "C"
+    assert parse_answer_letter("C." + wording[:980] + " D. Propranolol") is None
+    assert parse_answer_letter("C." + wording + " D. Propranolol") == "C"
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def real_option_lists() -> list[list[str]]:
+    """The options of every MedQA-USMLE dev and test question and every MMLU-Pro health question."""
+    files = [SHARED_DATA / "medqa" / "us_4opt_dev.jsonl", SHARED_DATA / "medqa" / "us_4opt_test.jsonl"]
+    health = SHARED_DATA / "mmlu_pro" / "test_health.jsonl"
+    if not all(path.exists() for path in [*files, health]):
+        pytest.skip(f"real data not found in {SHARED_DATA} (the shared data folder sits beside the project)")
+    rows = [json.loads(line) for path in files for line in path.read_text(encoding="utf-8").splitlines()]
+    options = [list(row["options"].values()) for row in rows]
+    return options + [json.loads(line)["options"] for line in health.read_text(encoding="utf-8").splitlines()]
+
+
+def test_real_options_after_their_letter_name_it_and_two_options_name_none():
+    named, hedges = [], []
+    for options in real_option_lists():
+        # An option whose whole text is a letter ("C. D") reads as a hedge, by rule.
+        letters = [(letter, " ".join(text.split())) for letter, text in zip("ABCDEFGHIJ", options) if len(text) > 1]
+        for letter, text in letters:
+            named += [(f"{letter}. {text}", letter), (f"({letter}) {text}", letter), (f"{letter}) {text}", letter)]
+        for (first, text), (second, other) in zip(letters, letters[1:]):
+            if not other[0].islower():  # "C. hCG D. pH" reads as C: the price of reading "C. E. coli" as C
+                hedges += [f"{first}. {text} {second}. {other}", f"({first}) {text} ({second}) {other}",
+                           f"{first}) {text}; {second}) {other}", f"{first}. {text}, {second}. {other}"]
+    assert [block for block, letter in named if parse_answer_letter(block) != letter] == []
+    assert [block for block in hedges if parse_answer_letter(block) is not None] == []
+    assert len(named) > 50000 and len(hedges) > 50000
 
 
 @pytest.mark.parametrize("label", ["C", "c", " C ", "(C)", "[c]", "C.", "C\n"])
@@ -213,6 +309,45 @@ def test_truncated_query_whose_response_repeats_the_prompt_ending():
     assert found and completion == response
 
 
+@pytest.mark.parametrize("kept", [1, 2, 10, 63])
+def test_left_truncated_prompt_of_which_only_a_short_tail_survives(kept):
+    # The response repeats the prompt's last line, which a search for that line would take for the split.
+    response = f" I recall a similar case. Assistant: <think>{REASONING}</think><answer>C</answer>"
+    for broken in ("", "\ufffd"):
+        completion, found = extract_completion(broken + PROMPT[-kept:] + response, PROMPT)
+        assert found and completion == response
+    assert grade_response(PROMPT[-kept:] + response, PROMPT, GOLD, STRICT).error == "text before <think> (strict format)"
+
+
+def test_chat_prompt_truncated_to_its_last_line():
+    chat = f"<|im_start|>user\nWhich is the treatment?\nC. Levothyroxine<|im_end|>\n<|im_start|>assistant\n"
+    response = f"<think>{REASONING}</think>\n<answer>C</answer><|im_end|>"
+    for kept in ("assistant\n", "\n"):
+        verdict = grade_response(kept + response, chat, GOLD, STRICT)
+        assert (verdict.prompt_found, verdict.reward) == (True, 1.0)
+
+
+def test_truncated_prompt_whose_surviving_lines_also_occur_earlier_in_it():
+    line = "Answer with one of the letters A, B, C, D, E and nothing else.\n"
+    prompt = line * 3 + "Assistant:"
+    response = f" <think>{REASONING}</think><answer>C</answer>"
+    for kept in (len(line) * 2 + 10, len(line) + 30, 5):
+        completion, found = extract_completion(prompt[-kept:] + response, prompt)
+        assert found and completion == response
+
+
+@settings(max_examples=400, deadline=None)
+@given(prompt=st.text("ab", min_size=1, max_size=80), query=st.text("abc", max_size=160))
+def test_the_split_follows_the_longest_prompt_suffix_the_query_starts_with(prompt, query):
+    assume(prompt not in query)  # a whole prompt inside the query is the BOS-prefix case
+    # Quadratic, obviously right reference: try every suffix length, longest first.
+    longest = next(k for k in range(len(prompt), -1, -1) if query.startswith(prompt[len(prompt) - k :]))
+    completion, found = extract_completion(query, prompt)
+    assert found == (longest > 0)
+    if found:
+        assert completion == query[longest:]
+
+
 def test_prefix_before_the_prompt_and_a_prompt_that_did_not_round_trip():
     response = f" <think>{REASONING}</think><answer>C</answer>"
     completion, found = extract_completion("<s>" + PROMPT + response, PROMPT)
@@ -304,7 +439,10 @@ FRAGMENTS = st.sampled_from(
      "<|im_end|>", "<|endoftext|>", "Levothyroxine", "c", ".", "**"]
 )
 RESPONSES = st.one_of(st.text(max_size=200), st.lists(st.one_of(FRAGMENTS, st.text(max_size=5)), max_size=12).map("".join))
-SUFFIXES = st.lists(st.sampled_from(["<|im_end|>", "<|endoftext|>", "</s>", "<eos>", "<pad>", " ", "\n", "\t"]), max_size=6)
+SUFFIXES = st.lists(
+    st.sampled_from(["<|im_end|>", "<|endoftext|>", "</s>", "<eos>", "<pad>", " ", "\n", "\t", "\u00a0", "\u3000", " \n" * 40]),
+    max_size=6,
+)
 
 
 @settings(max_examples=400, deadline=None)
