@@ -578,7 +578,7 @@ def _answer_index_base(
     if cop_base is not None:
         base, why = cop_base, f"--cop-base {cop_base}"
     elif from_hub:
-        base, why = 0, f"{source.hub_path} counts from 0"
+        base, why = 0, "the hub copy's documented convention, counting from 0,"
     else:
         base, why = max((0, 1), key=lambda side: len(support[side])), "the evidence"
     other = 1 - base
@@ -589,10 +589,13 @@ def _answer_index_base(
             if why == "the evidence"
             else f"{why} contradicts {where}"
         )
-        raise DataError(
-            f"{opening} ({evidence}). Fix or remove the rows that do not fit, or prepare each release "
-            "separately; skipping rows or a flag cannot fix this, as the rows read the other way get wrong letters"
+        advice = (
+            f"The rows show counting from {other}: pass --cop-base {other}, or no --cop-base"
+            if cop_base is not None and not support[base]
+            else "Fix or remove the rows that do not fit, or prepare each release separately; skipping rows or "
+            "a flag cannot fix this, as the rows read the other way would get wrong letters"
         )
+        raise DataError(f"{opening} ({evidence}). {advice}")
     if why == "the evidence" and len(support[base]) < MIN_CONVENTION_EVIDENCE:
         raise DataError(
             f"{where}: cannot tell whether {field} counts from 0 (the hub copy) or from 1 (the original release) "
@@ -914,12 +917,16 @@ def prepare(
     cut = kept[limit:] if limit is not None else []
     kept = kept[: len(kept) - len(cut)]
     if not kept:
-        reasons = Counter(row["field"] for row in skipped)
-        by_field = ", ".join(f"{count} row{'s' * (count > 1)}: field {field!r}" for field, count in reasons.most_common())
-        first = "; ".join(f"{row['location']}: field {row['field']!r}: {row['reason']}" for row in skipped[:3])
+        first: dict[str, dict] = {}  # per field, the first row that failed on it
+        for row in skipped:
+            first.setdefault(row["field"], row)
+        reasons = "; ".join(
+            f"{count} row{'s' * (count > 1)}: field {field!r}, e.g. {first[field]['location']}: {first[field]['reason']}"
+            for field, count in Counter(row["field"] for row in skipped).most_common()
+        )
         raise DataError(
             f"no rows left to write: {summary['rows_read']} read, {len(skipped)} skipped, "
-            f"{sum(excluded_by_file.values())} excluded" + (f" (skipped {by_field}; first: {first})" if skipped else "")
+            f"{sum(excluded_by_file.values())} excluded" + (f" (skipped {reasons})" if skipped else "")
         )
 
     def distributions(rows: list[dict]) -> dict:

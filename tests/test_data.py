@@ -401,6 +401,7 @@ def test_cop_base_that_contradicts_the_file_stops_and_never_offers_to_skip(tmp_p
         with pytest.raises(DataError, match="--cop-base 1 contradicts") as caught:
             prepare("medmcqa", tmp_path / "out.jsonl", input_path=source, cop_base=1, skip_invalid=skip_invalid)
         assert "--skip-invalid" not in str(caught.value) and f"{source}:1" in str(caught.value)
+        assert "pass --cop-base 0, or no --cop-base" in str(caught.value)
     assert not (tmp_path / "out.jsonl").exists()
     summary = prepare("medmcqa", tmp_path / "out.jsonl", input_path=source)
     assert summary["label_distribution"] == {"A": 3, "B": 2, "C": 2, "D": 2}
@@ -617,8 +618,8 @@ def test_skip_invalid_with_every_row_failing_shows_the_reasons(tmp_path):
         prepare("medqa", tmp_path / "out.jsonl", input_path=source, skip_invalid=True)
     message = str(caught.value)
     assert "4 read, 4 skipped" in message
-    assert "3 rows: field 'answer_idx'" in message and "1 row: field 'question'" in message
-    assert f"{source}:1: field 'answer_idx': gold letter 'F' is not one of A, B, C, D" in message
+    assert f"3 rows: field 'answer_idx', e.g. {source}:1: gold letter 'F' is not one of A, B, C, D" in message
+    assert f"1 row: field 'question', e.g. {source}:4: question is empty" in message
 
 
 def test_too_many_options_say_the_same_as_a_dict_or_a_list():
