@@ -377,7 +377,7 @@ def _open_text(path: Path) -> io.TextIOWrapper:
         head = binary.peek(4)[:4]
         encoding = next((name for mark, name in BYTE_ORDER_MARKS if head.startswith(mark)), None)
         if encoding or b"\0" in head:
-            found = f"{encoding} text" if encoding else "NUL bytes: UTF-16 or UTF-32 text without a byte-order mark, or not text"
+            found = f"{encoding} text" if encoding else "NUL bytes (UTF-16 or UTF-32 text without a byte-order mark?)"
             raise DataError(
                 f"{path}: {found}; JSON input must be UTF-8: convert it, e.g. "
                 f"iconv -f {encoding or 'UTF-16LE'} -t UTF-8 {path} > converted.jsonl"
@@ -502,7 +502,9 @@ def _check_hub_reachable() -> None:
         ) from None
 
 
-def read_rows(source: Source, input_path: str | os.PathLike | None = None, split: str | None = None) -> list[tuple[str, dict]]:
+def read_rows(
+    source: Source, input_path: str | os.PathLike | None = None, split: str | None = None
+) -> list[tuple[str, dict]]:
     """(location, row) pairs: from the hub through `datasets`, or from a local .jsonl, .json or .parquet file
     (names compared in any case; .jsonl and .json may be gzip-compressed, .gz).
 
@@ -526,11 +528,12 @@ def read_rows(source: Source, input_path: str | os.PathLike | None = None, split
             rows = pyarrow.parquet.read_table(path).to_pylist()
         except pyarrow.ArrowException as error:
             first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise DataError(f"{path}: not a readable parquet file ({first_line}); the file is damaged: download it again") from None
+            raise DataError(f"{path}: not a readable parquet file ({first_line}); download it again") from None
         return [(f"{path} row {index}", row) for index, row in enumerate(rows)]
     if not name.removesuffix(".gz").endswith((".jsonl", ".json")):
         raise DataError(
-            f"{path}: --input takes a .jsonl, .json (either may end in .gz) or .parquet file in the dataset's published format"
+            f"{path}: --input takes a .jsonl, .json (either may end in .gz) or .parquet file in the dataset's "
+            "published format"
         )
     located = _read_json(path, source)
     for location, row in located:
@@ -578,7 +581,7 @@ def _answer_index_base(
     if cop_base is not None:
         base, why = cop_base, f"--cop-base {cop_base}"
     elif from_hub:
-        base, why = 0, "the hub copy's documented convention, counting from 0,"
+        base, why = 0, "the hub copy's documented convention (from 0)"
     else:
         base, why = max((0, 1), key=lambda side: len(support[side])), "the evidence"
     other = 1 - base
@@ -659,10 +662,10 @@ def summary_path(output: str | os.PathLike) -> Path:
     return Path(output).with_suffix(".summary.json")
 
 
-def _temporary(path: Path, kind: str = "tmp") -> Path:
+def _temporary(path: Path, backup: bool = False) -> Path:
     # Hidden, beside the target (same file system, so os.replace is atomic), named by process so that a
     # later run can tell a killed run's leftovers from a running one's.
-    return path.with_name(f".{path.name}.{os.getpid()}.{'bak.' if kind == 'bak' else ''}tmp")
+    return path.with_name(f".{path.name}.{os.getpid()}{'.bak' if backup else ''}.tmp")
 
 
 def _remove_stale_temporaries(path: Path) -> list[str]:
@@ -674,14 +677,14 @@ def _remove_stale_temporaries(path: Path) -> list[str]:
         if not match:
             continue
         pid = int(match[1])
-        try:
-            if pid != os.getpid():
-                os.kill(pid, 0)
-                continue  # that process runs: it may be writing this file now
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue  # another user's running process
+        if pid != os.getpid():
+            try:
+                os.kill(pid, 0)  # signal 0 only asks whether the process exists
+                continue  # it runs, and may be writing this file now
+            except PermissionError:
+                continue  # it runs, as another user
+            except ProcessLookupError:
+                pass
         candidate.unlink(missing_ok=True)
         removed.append(str(candidate))
     return removed
@@ -701,7 +704,7 @@ def write_together(files: Mapping[Path, Iterable[str]]) -> None:
                 handle.writelines(chunks)
         for path in files:
             if path.exists() or path.is_symlink():
-                backups[path] = _temporary(path, "bak")
+                backups[path] = _temporary(path, backup=True)
                 try:
                     os.link(path, backups[path], follow_symlinks=False)
                 except OSError:  # a file system without hard links
@@ -732,7 +735,8 @@ def _check_writable(path: Path) -> None:
         probe.open("w").close()
         probe.unlink()
     except OSError as error:
-        raise DataError(f"cannot write {path}: {error.strerror or error}; choose another path or fix the folder's permissions") from None
+        reason = error.strerror or error
+        raise DataError(f"cannot write {path}: {reason}; choose another path or fix the folder's permissions") from None
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -826,12 +830,12 @@ def prepare(
     expected_answers: dict[str, str | None] = {}
     if ids is not None:
         expected_answers = _read_ids(Path(ids))
-        selected = [(location, row) for location, row in rows if str(_field(row, source.id, required=False)) in expected_answers]
+        selected = [(location, row) for location, row in rows if str(_field(row, source.id, False)) in expected_answers]
         missing = sorted(set(expected_answers) - {str(_field(row, source.id)) for _, row in selected})
         if missing:
             raise DataError(
-                f"{len(missing)} id{'s' * (len(missing) > 1)} of {ids} {'are' if len(missing) > 1 else 'is'} not in the input: "
-                f"{_examples(missing)}; is it the file of this dataset and split?"
+                f"{ids} lists ids the input does not have ({len(missing)}): {_examples(missing)}; "
+                "is it the file of this dataset and split?"
             )
         summary |= {"ids_file": str(ids), "rows_not_in_ids": len(rows) - len(selected)}
         rows = selected
@@ -869,10 +873,10 @@ def prepare(
     del first_seen
     if expected_answers:
         wrong = [
-            f"{ids} says id {out['id']} is {expected!r}, but {location} answers {out['options'][LETTERS.index(out['label'])]!r}"
+            f"{ids} says id {out['id']} is {expected!r}, but {location} answers {answer!r}"
             for location, out, _ in formatted
             if (expected := expected_answers.get(out["id"])) is not None
-            and normalize(expected) != normalize(out["options"][LETTERS.index(out["label"])])
+            and normalize(expected) != normalize(answer := out["options"][LETTERS.index(out["label"])])
         ]
         if wrong:
             raise DataError(f"{len(wrong)} rows disagree with --ids answers: {_examples(wrong)}")
@@ -896,7 +900,9 @@ def prepare(
     if dev_output is not None:
         questions = list(dict.fromkeys(key.split("\0")[0].strip() for _, key in kept))
         if dev_size >= len(questions):
-            raise DataError(f"--dev-size {dev_size} leaves no training rows: {len(questions)} questions remain after --exclude")
+            raise DataError(
+                f"--dev-size {dev_size} leaves no training rows: {len(questions)} questions remain after --exclude"
+            )
         chosen = set(random.Random(dev_seed).sample(questions, dev_size))
         train, taken = [], set()
         for out, key in kept:
@@ -957,9 +963,8 @@ def prepare(
             "rows_moved_to_dev": len(dev),
             "rows_dropped_as_copies_of_dev_questions": copies_of_dev,
         }
-        dev_summary = {
-            key: summary[key] for key in ("dataset", "input", "prompt_format", "sft", "category", "ids_file") if key in summary
-        }
+        shared = ("dataset", "input", "prompt_format", "sft", "category", "ids_file")
+        dev_summary = {key: summary[key] for key in shared if key in summary}
         dev_summary |= {
             "output": str(dev_output),
             "train_output": str(output),
