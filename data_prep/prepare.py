@@ -1,6 +1,8 @@
 """Write an OpenRLHF prompt file from MedQA, MMLU-Pro, MedMCQA or PubMedQA (docs/data.md).
 
     python data_prep/prepare.py medqa --split test --output data/medqa_test.jsonl
+    python data_prep/prepare.py medqa --split train --output data/medqa_train.jsonl \\
+        --exclude data/medqa_test.jsonl --dev-output data/medqa_dev.jsonl
     python data_prep/prepare.py mmlu_pro --category health --output data/mmlu_pro_health.jsonl
 
 The formatting is library code, `med_rlvr_plugin.data`; this file only parses flags and prints the summary.
@@ -13,30 +15,58 @@ import sys
 
 from med_rlvr_plugin.data import SOURCES, DataError, prepare, summary_path
 
+SHOWN = 10  # rows listed per kind of finding; the summary file lists them all
+
+
+def show(summary: dict, key: str, label: str, describe) -> None:
+    """Print the first rows of one kind of finding, and how many more the summary file lists."""
+    rows = summary.get(key, [])
+    for row in rows[:SHOWN]:
+        print(f"{label} {describe(row)}")
+    if len(rows) > SHOWN:
+        print(f"... {len(rows) - SHOWN} more ({label}), listed in the summary file")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", choices=SOURCES)
     parser.add_argument("--output", required=True, help="the prompt file to write, NAME.jsonl")
-    parser.add_argument("--input", help="a local .jsonl, .json or .parquet file in the dataset's published format")
+    parser.add_argument(
+        "--input", help="a local .jsonl, .json (either may be .gz) or .parquet file in the dataset's published format"
+    )
     parser.add_argument(
         "--split",
         help="hub split; default: "
         + ", ".join(f"{name} {source.default_split}" for name, source in SOURCES.items()),
     )
     parser.add_argument("--category", help="mmlu_pro only: keep rows of this category (the paper's: health)")
+    parser.add_argument(
+        "--ids", metavar="FILE",
+        help="keep only rows whose id is a key of this JSON object (or in this JSON array); PubMedQA's "
+        "test_ground_truth.json selects the standard 500-question test split, its answers checked",
+    )
     parser.add_argument("--chat", action="store_true", help="prompt as a messages list, for --data.apply_chat_template")
     parser.add_argument("--sft", action="store_true", help="add the SFT baseline's target as `response`")
     parser.add_argument("--shuffle", action="store_true", help="shuffle the rows (seeded, so reproducible)")
-    parser.add_argument("--seed", type=int, help="shuffle seed (default 0); needs --shuffle")
+    parser.add_argument("--seed", type=int, help="seed of --shuffle and of the --dev-output sample (default 0)")
     parser.add_argument("--limit", type=int, help="write at most this many rows (after --shuffle)")
     parser.add_argument("--exclude", nargs="+", default=[], metavar="FILE", help="drop questions found in these prepared files")
+    parser.add_argument(
+        "--dev-output", metavar="FILE",
+        help="also write a dev file: --dev-size questions sampled (seeded) after --exclude, kept out of --output",
+    )
+    parser.add_argument("--dev-size", type=int, help="questions in --dev-output (default 500)")
     parser.add_argument("--skip-invalid", action="store_true", help="drop invalid rows (each is reported) instead of stopping")
-    parser.add_argument("--cop-base", type=int, choices=(0, 1), help="medmcqa only: cop counts from 0 (hub) or 1 (original)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output and its summary")
+    parser.add_argument(
+        "--cop-base", type=int, choices=(0, 1),
+        help="medmcqa only: cop counts from 0 (hub) or 1 (original); must agree with the file's evidence",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs and their summaries")
     args = parser.parse_args(argv)
-    if args.seed is not None and not args.shuffle:
-        parser.error("--seed has no effect without --shuffle")
+    if args.seed is not None and not (args.shuffle or args.dev_output):
+        parser.error("--seed has no effect without --shuffle or --dev-output")
+    if args.dev_size is not None and not args.dev_output:
+        parser.error("--dev-size has no effect without --dev-output")
 
     try:
         summary = prepare(
@@ -53,25 +83,36 @@ def main(argv: list[str] | None = None) -> int:
             skip_invalid=args.skip_invalid,
             cop_base=args.cop_base,
             overwrite=args.overwrite,
+            ids=args.ids,
+            dev_output=args.dev_output,
+            dev_size=500 if args.dev_size is None else args.dev_size,
+            dev_seed=args.seed or 0,
         )
     except (DataError, OSError) as error:
         print(f"prepare.py: error: {error}", file=sys.stderr)
         return 1
 
-    for row in summary["skipped"]:
-        print(f"skipped {row['location']}: field {row['field']!r}: {row['reason']}")
-    for row in summary["duplicate_rows"][:10]:
-        print(f"duplicate {row['location']} (id {row['id']}) repeats {row['same_as']}")
-    if summary["duplicates"] > 10:
-        print(f"... {summary['duplicates'] - 10} more duplicates, listed in the summary file")
-    for key in ("input", "output", "rows_read", "rows_not_in_category", "cop_convention", "rows_skipped"):
-        if key in summary:
+    show(summary, "skipped", "skipped", lambda row: f"{row['location']}: field {row['field']!r}: {row['reason']}")
+    show(summary, "duplicate_rows", "duplicate", lambda row: f"{row['location']} (id {row['id']}) repeats {row['same_as']}")
+    show(summary, "identical_option_rows", "identical options", lambda row: f"{row['location']}: {', '.join(row['options'])}")
+    show(
+        summary, "cop_explanation_disagreement_rows", "explanation disagrees",
+        lambda row: f"{row['location']}: cop gives {row['label']}, the explanation says {row['explanation_says']}",
+    )
+    show(summary, "stale_temporaries_removed", "removed a killed run's temporary", str)
+    for key in (
+        "input", "output", "rows_read", "rows_not_in_category", "ids_file", "rows_not_in_ids", "cop_convention",
+        "rows_skipped", "skipped_by_field", "rows_excluded", "rows_moved_to_dev", "rows_dropped_as_copies_of_dev_questions",
+        "duplicates", "identical_options", "rows_cut_by_limit", "rows_written",
+    ):
+        if key in summary and not (key == "skipped_by_field" and not summary[key]):
             print(f"{key}: {summary[key]}")
-    for key in ("rows_excluded", "duplicates", "rows_cut_by_limit", "rows_written"):
-        print(f"{key}: {summary[key]}")
     print(f"labels: {summary['label_distribution']}")
     print(f"option counts: {summary['option_count_distribution']}")
     print(f"summary: {summary_path(args.output)}")
+    if args.dev_output:
+        print(f"dev: {args.dev_output} ({summary['rows_moved_to_dev']} rows, seed {summary['dev_seed']}); "
+              f"summary: {summary_path(args.dev_output)}")
     return 0
 
 

@@ -169,3 +169,23 @@ def test_sft_file_reads_in_openrlhf_and_its_target_earns_full_reward(tmp_path, c
         prompt, response = sft_preprocess_data(row, None, "prompt", "response", apply_chat_template)
         assert response.startswith(" <think>" if not chat else "<think>")
         assert grade_response(prompt + response, prompt, row["label"]).reward == 1.0
+
+
+def test_real_dev_split_is_disjoint_and_reads_as_eval_data(tmp_path):
+    # The real dev file stands in for train (the train split is not in ../shared/data): the test set is
+    # excluded, then a dev split is carved out, as the paper's files are made.
+    test_file, train, dev = tmp_path / "medqa_test.jsonl", tmp_path / "medqa_train.jsonl", tmp_path / "medqa_dev.jsonl"
+    prepare("medqa", test_file, input_path=real_file(MEDQA_TEST))
+    summary = prepare("medqa", train, input_path=real_file(MEDQA_DEV), exclude=[test_file], dev_output=dev, dev_size=300)
+    question_sets = [{" ".join(row["question"].lower().split()) for row in read_jsonl(path)} for path in (train, dev, test_file)]
+    assert [len(questions) for questions in question_sets] == [1272 - 300, 300, 1273]
+    assert all(not a & b for i, a in enumerate(question_sets) for b in question_sets[i + 1:])
+    assert summary["rows_excluded"] == 0 and summary["rows_moved_to_dev"] == 300
+    # As --eval.dataset: OpenRLHF reads every dev row with the gold letter of its source row.
+    gold = {row["question"].strip(): row["answer_idx"] for row in read_jsonl(MEDQA_DEV)}
+    data = blending_datasets(str(dev), None, strategy(chat=False), dataset_split="train")
+    dataset = PromptDataset(data, None, strategy(chat=False))
+    written = read_jsonl(dev)
+    assert len(dataset) == 300
+    for index, row in enumerate(written):
+        assert dataset[index][2] == gold[row["question"]] == row["label"]
