@@ -69,9 +69,7 @@ for variant in "${variant_list[@]}"; do
   train=(bash launch/train_ppo_medqa.sh "${reward_flags[@]}" --run-name "$run_name" --output-dir "$output_root/$run_name")
   # The submission id is the run name: Ray refuses a second job with the same id, so a re-run of this
   # script with the same --prefix cannot start a duplicate (and the output folder check stops it too).
-  # Ray leaves .git out of the working_dir by default; shipping it lets the manifest record the commit.
-  submit=(env "RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES=.venv,venv,__pycache__"
-    ray job submit --address "$address" --working-dir . --submission-id "$run_name" --no-wait --
+  submit=(ray job submit --address "$address" --working-dir . --submission-id "$run_name" --no-wait --
     "${train[@]}" "${train_flags[@]}")
   echo "ablate_reward_schemes.sh: $(printf '%q ' "${submit[@]}")"
   if ((dry_run)); then

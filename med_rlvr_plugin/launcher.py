@@ -127,7 +127,13 @@ def sample_rows(sft: bool = False) -> list[dict]:
 
 def _cli_source(module: str) -> tuple[str, ast.Module]:
     """The path and syntax tree of an installed OpenRLHF CLI module, read without importing it."""
-    path = importlib.util.find_spec(module).origin
+    try:
+        path = importlib.util.find_spec(module).origin
+    except ModuleNotFoundError:
+        raise LaunchError(
+            f"{module} is not installed in {sys.executable}: run `bash setup.sh` (or `bash setup.sh gpu`) and "
+            "`. .venv/bin/activate` first"
+        ) from None
     return path, ast.parse(Path(path).read_text(encoding="utf-8"), path)
 
 
@@ -341,7 +347,7 @@ def describe_ppo_plan(plan: dict, gpus: int) -> str:
     rollout, evaluation, checkpoints, disk = plan["rollout"], plan["eval"], plan["checkpoints"], plan["disk_bytes"]
     lines = [
         f"{plan['train_prompts']:,} training prompts in rollouts of {rollout['prompts']} x {rollout['samples_per_prompt']}"
-        f" = {rollout['samples']} responses: {plan['steps_per_pass']} steps a pass x {plan['passes']} passes ="
+        f" = {rollout['samples']} responses: {plan['steps_per_pass']} steps a pass x {plan['passes']} pass(es) ="
         f" {plan['steps']} steps, {plan['responses']:,} responses, {plan['optimizer_steps_per_rollout']} optimizer"
         f" steps a rollout",
         "each step's samples per rank: "
@@ -351,7 +357,7 @@ def describe_ppo_plan(plan: dict, gpus: int) -> str:
     if evaluation["evals"]:
         lines.append(
             f"periodic eval: {evaluation['prompts']:,} prompts every {evaluation['every']} steps = {evaluation['evals']}"
-            f" evals x {evaluation['rounds_each']} generation rounds of {rollout['prompts']} prompts"
+            f" eval(s) x {evaluation['rounds_each']} generation rounds of {rollout['prompts']} prompts"
             f" ({evaluation['share_of_generation']:.0%} on top of the {plan['steps']} training rounds); best"
             f" checkpoint: {'by ' + plan['best_checkpoint'] if plan['best_checkpoint'] != 'none' else 'off'}"
         )

@@ -300,12 +300,32 @@ def test_sft_dry_run(data_dir: Path) -> None:
     assert argv[:5] == ["deepspeed", "--num_gpus", "4", "--module", launcher.SFT_MODULE]
     assert flag_value(argv, "--data.output_key") == "response"
     assert flag_value(argv, "--data.input_template") == "{}"  # the prompts are already rendered
+    # 128 rows on 4 GPUs: 8 micro-batches of 4 per rank, 4 per optimizer step of 64 -> 2 steps an epoch, 6
+    # in 3 epochs; 10 checkpoints over 6 steps is one every step. Without it OpenRLHF's SFT saves nothing.
+    assert flag_value(argv, "--ckpt.save_steps") == "1" and "6 optimizer steps" in result.stdout
+    odd = run_script("train_sft_medqa.sh", "--dry-run", "--train-data", str(sft), "--gpus-per-node", "3")
+    assert odd.returncode == 1 and "--train.batch_size 64 is not a multiple of --train.micro_batch_size 4 x 3 GPUs" in odd.stderr
 
     rows = (launcher.sample_rows(sft=True) * 22)[:128]
     rows[1]["response"] = " <think> thinking </think> <answer>A</answer>"  # question 2's gold is C
     sft.write_text("".join(json.dumps(row) + "\n" for row in rows))
     wrong = run_script("train_sft_medqa.sh", "--dry-run", "--train-data", str(sft))
     assert wrong.returncode == 1 and "row 1: the SFT target is not a well-formed correct answer" in wrong.stderr
+
+
+def test_sft_run_without_gpus_stops_before_writing_anything(data_dir: Path) -> None:
+    """Not a dry run, on this CPU machine: the GPU check comes before the manifest and before deepspeed."""
+    sft = write_rows(data_dir / "sft.jsonl", (launcher.sample_rows(sft=True) * 22)[:128])
+    run = data_dir / "sft-run"
+    result = run_script("train_sft_medqa.sh", "--train-data", str(sft), "--gpus-per-node", "2", "--output-dir", str(run))
+    assert result.returncode == 1 and "--gpus-per-node 2 but this node has 0 GPUs visible" in result.stderr
+    assert not run.exists()
+
+
+def test_cuda_graphs_flag_drops_eager_mode(data_dir: Path) -> None:
+    common = ["--dry-run", "--train-data", str(data_dir / "train.jsonl"), "--eval-data", "none"]
+    assert "--vllm.enforce_eager" in printed_command(run_script("train_ppo_medqa.sh", *common).stdout)
+    assert "--vllm.enforce_eager" not in printed_command(run_script("train_ppo_medqa.sh", *common, "--cuda-graphs").stdout)
 
 
 def test_ablation_dry_run_gives_each_variant_its_own_run(data_dir: Path) -> None:
