@@ -12,7 +12,7 @@ case "$target" in
   cpu)
     # torch==2.13.0 first: an unpinned torch pulls a multi-GB CUDA build.
     "${pip[@]}" torch==2.13.0
-    "${pip[@]}" -e '.[test]'
+    "${pip[@]}" -e '.[test,eval]'
     # OpenRLHF's own pins include flash-attn, which cannot build without CUDA; its CPU-importable
     # parts need only what the [test] extra installed.
     "${pip[@]}" --no-deps openrlhf==0.11.2
