@@ -121,7 +121,7 @@ def grade_texts(prompt: str, texts: Sequence[str], label: object, config: Reward
     strict format; the reward is the one `config` (the training run's) gives.
     """
     gold = parse_label(label)
-    lenient, strict = replace(config, format="lenient"), replace(config, format="strict")
+    lenient, strict = _formats(config)
     totals: Counter = Counter()
     for text in texts:
         grade = grade_response(prompt + text, prompt, label, lenient)
@@ -140,6 +140,12 @@ def grade_texts(prompt: str, texts: Sequence[str], label: object, config: Reward
     return {key: totals[key] / len(texts) for key, _, _ in METRICS}
 
 
+@lru_cache(maxsize=8)
+def _formats(config: RewardConfig) -> tuple[RewardConfig, RewardConfig]:
+    """`config` in lenient and in strict format; cached, since copying a dataclass costs a tenth of grading."""
+    return replace(config, format="lenient"), replace(config, format="strict")
+
+
 # ---------------------------------------------------------------- lm-eval task hooks
 
 
@@ -151,6 +157,7 @@ def training_config() -> RewardConfig:
 
 def process_docs(dataset):
     """lm-eval's hook on the loaded rows: stop before any generation when a row cannot be graded."""
+    training_config()
     for index, row in enumerate(dataset):
         check_row(row, f"row {index + 1} of the task's data file")
     return dataset
@@ -249,12 +256,15 @@ def read_questions(path: Path, config: RewardConfig) -> list[dict]:
             try:
                 sample = json.loads(line)
                 doc, texts = sample["doc"], sample["resps"][0]
-                prompt = sample["arguments"]["gen_args_0"]["arg_0"]
+                prompt, generation = sample["arguments"]["gen_args_0"]["arg_0"], sample["arguments"]["gen_args_0"]["arg_1"]
             except (json.JSONDecodeError, KeyError, IndexError, TypeError):
                 raise EvalError(f"{where}: not an lm-eval generate_until sample log line (doc, resps, "
-                                "arguments.gen_args_0.arg_0)") from None
+                                "arguments.gen_args_0.arg_0 and arg_1)") from None
             check_row(doc, f"{where}: doc")
-            # Rows are paired across models by their prepared `id` (its n-th occurrence, for repeats).
+            if any(generation.get("until") or ()):
+                raise EvalError(f"{where}: generated with stop strings {generation['until']}, which lm-eval cuts from "
+                                "the response, so the verifier would grade cut responses; generate with `until: []`")
+            # Rows are paired across models by their prepared `id` (its n-th occurrence, should a file repeat one).
             identity = str(doc.get("id", sample.get("doc_id")))
             seen[identity] += 1
             metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
@@ -308,10 +318,10 @@ def summarize_task(questions: Sequence[Mapping]) -> dict:
 
 
 def _cell(entry: Mapping, kind: str, sign: str = "") -> str:
-    """`value [low, high]`: rates in percent with one decimal, means with two."""
-    scale, digits = (100, 1) if kind == "rate" else (1, 2)
-    low, high = ("?" if entry[side] is None else f"{entry[side] * scale:{sign}.{digits}f}" for side in ("low", "high"))
-    return f"{entry['value'] * scale:{sign}.{digits}f} [{low}, {high}]"
+    """`value [low, high]`: rates in percent with one decimal, means with four significant digits."""
+    scale, spec = (100, ".1f") if kind == "rate" else (1, ".4g")
+    low, high = ("?" if entry[side] is None else f"{entry[side] * scale:{sign}{spec}}" for side in ("low", "high"))
+    return f"{entry['value'] * scale:{sign}{spec}} [{low}, {high}]"
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -330,7 +340,8 @@ def report_markdown(label: str, tasks: Mapping[str, Mapping]) -> str:
     rows.append(["questions x responses"] + [f"{tasks[name]['n']} x {tasks[name]['responses_per_question']}"
                                               for name in names])
     parts = [f"## {label}", "Percent (rates) or mean, with 95% intervals (Wilson for rates of one response "
-             "per question, t otherwise).", _table(["metric", *names], rows)]
+             "per question, t otherwise). With k responses per question each rate is their mean: accuracy is "
+             "pass@1.", _table(["metric", *names], rows)]
     for name in names:
         if "subgroups" in tasks[name]:
             field, groups = tasks[name]["subgroups"]["field"], tasks[name]["subgroups"]["groups"]
@@ -522,9 +533,12 @@ def model_fingerprint(backend: str, model_args: str, model: str) -> str:
     so one cache per backend, model arguments and weights (file names, sizes, times) keeps a retrained or
     overwritten checkpoint from getting another model's responses."""
     path = Path(model).expanduser()
-    files = sorted((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns)
-                   for f in path.rglob("*") if f.is_file()) if path.is_dir() else []
-    return hashlib.sha256(json.dumps([backend, model_args, str(path.resolve()), files]).encode()).hexdigest()[:16]
+    if path.is_dir():
+        files = sorted((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in path.rglob("*") if f.is_file())
+        identity = [str(path.resolve()), files]
+    else:
+        identity = [model]  # a hub id
+    return hashlib.sha256(json.dumps([backend, model_args, identity]).encode()).hexdigest()[:16]
 
 
 def _labels(models: Sequence[str]) -> list[str]:
@@ -623,8 +637,10 @@ def run(models: Sequence[str], output_dir: str | os.PathLike | None, *, run_dir:
     """Evaluate each model (and each checkpoint of `run_dir`) on each prepared file; write one folder per
     model (lm-eval's files, report.md, summary.json), and comparison.md/.json and, for a run, steps.*.
     Every input is checked before any model loads. Returns the output folder."""
-    if n_samples < 1:
-        raise EvalError(f"--n-samples must be at least 1, got {n_samples}")
+    for name, number in (("--n-samples", n_samples), ("--max-gen-toks", max_gen_toks), ("--limit", 1 if limit is None else limit)):
+        if number < 1:  # lm-eval would read --limit 0 as no limit
+            raise EvalError(f"{name} must be at least 1, got {number}")
+    training_config()  # a bad MED_RLVR_* variable fails now, not in lm-eval's grading after generation
     temperature = (0.0 if n_samples == 1 else 1.0) if temperature is None else temperature
     if n_samples > 1 and temperature <= 0:
         raise EvalError("--n-samples > 1 needs --temperature > 0: greedy decoding gives the same response every time")

@@ -174,6 +174,14 @@ def test_report_from_fixed_responses(tmp_path):
     assert penalized["reward"]["value"] == pytest.approx(0.2) and penalized["acc"]["value"] == 0.6
 
 
+def test_report_refuses_responses_cut_at_a_stop_string(tmp_path):
+    line = log_line(0, doc(0, *QUESTIONS[0][:3]), [RESPONSES[0].removesuffix("</answer>")])
+    line["arguments"]["gen_args_0"]["arg_1"]["until"] = ["</answer>"]
+    write_log(tmp_path, "medrlvr_medqa", [line])
+    with pytest.raises(EvalError, match=r":1: generated with stop strings \['</answer>'\]"):
+        report(tmp_path, RewardConfig())
+
+
 def test_report_takes_each_task_s_newest_log_and_samples(tmp_path):
     folder = fixed_model(tmp_path / "m")
     rows = [doc(i, q, options, label) for i, (q, options, label, _) in enumerate(QUESTIONS[:2])]
@@ -267,6 +275,8 @@ def test_errors_name_the_problem_before_any_model_loads(tmp_path, prompt_file, t
     assert "none.jsonl: no such data file" in capsys.readouterr().err
     assert evaluate.main(["run", str(tiny_qwen2), "--n-samples", "4", "--temperature", "0", "--output-dir", "x"]) == 2
     assert "needs --temperature > 0" in capsys.readouterr().err
+    assert evaluate.main(["run", str(tiny_qwen2), "--limit", "0", "--output-dir", "x"]) == 2
+    assert "--limit must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     # the lm-eval hook that checks rows for the plain lm_eval CLI
     with pytest.raises(EvalError, match="row 2 of the task's data file: field 'label'"):
