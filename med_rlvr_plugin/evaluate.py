@@ -209,7 +209,8 @@ def mcnemar_p(b: int, c: int) -> float:
     return stats.binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
 
 
-def paired_bootstrap(differences: Sequence[float], resamples: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+def paired_bootstrap(differences: Sequence[float], resamples: int = 10_000, seed: int = 0
+                     ) -> tuple[float, float, float]:
     """Percentile 95% interval of the mean paired difference over questions resampled with replacement,
     and the bootstrap two-sided p-value (twice the share of resampled means on the far side of 0)."""
     import numpy as np
@@ -255,8 +256,8 @@ def read_questions(path: Path, config: RewardConfig) -> list[dict]:
             where = f"{path}:{number}"
             try:
                 sample = json.loads(line)
-                doc, texts = sample["doc"], sample["resps"][0]
-                prompt, generation = sample["arguments"]["gen_args_0"]["arg_0"], sample["arguments"]["gen_args_0"]["arg_1"]
+                doc, texts, request = sample["doc"], sample["resps"][0], sample["arguments"]["gen_args_0"]
+                prompt, generation = request["arg_0"], request["arg_1"]
             except (json.JSONDecodeError, KeyError, IndexError, TypeError):
                 raise EvalError(f"{where}: not an lm-eval generate_until sample log line (doc, resps, "
                                 "arguments.gen_args_0.arg_0 and arg_1)") from None
@@ -318,8 +319,8 @@ def summarize_task(questions: Sequence[Mapping]) -> dict:
 
 
 def _cell(entry: Mapping, kind: str, sign: str = "") -> str:
-    """`value [low, high]`: rates in percent with one decimal, means with four significant digits."""
-    scale, spec = (100, ".1f") if kind == "rate" else (1, ".4g")
+    """`value [low, high]`: rates in percent and means from 10 up with one decimal, smaller means with three."""
+    scale, spec = (100, ".1f") if kind == "rate" else (1, ".1f" if abs(entry["value"]) >= 10 else ".3f")
     low, high = ("?" if entry[side] is None else f"{entry[side] * scale:{sign}{spec}}" for side in ("low", "high"))
     return f"{entry['value'] * scale:{sign}{spec}} [{low}, {high}]"
 
@@ -332,11 +333,10 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 def report_markdown(label: str, tasks: Mapping[str, Mapping]) -> str:
     """One model's table (a column per task) and its subgroup tables."""
     names = list(tasks)
-    kinds = list(METRICS)
-    extra = sorted({key for task in tasks.values() for key in task["metrics"] if key.startswith("pass@")})
-    kinds += [(key, f"{key} (unbiased estimator)", "rate") for key in extra]
+    pass_k = sorted({key for task in tasks.values() for key in task["metrics"] if key.startswith("pass@")})
+    metrics = list(METRICS) + [(key, f"{key} (unbiased estimator)", "rate") for key in pass_k]
     rows = [[title] + [_cell(tasks[name]["metrics"][key], kind) if key in tasks[name]["metrics"] else "-"
-                       for name in names] for key, title, kind in kinds]
+                       for name in names] for key, title, kind in metrics]
     rows.append(["questions x responses"] + [f"{tasks[name]['n']} x {tasks[name]['responses_per_question']}"
                                               for name in names])
     parts = [f"## {label}", "Percent (rates) or mean, with 95% intervals (Wilson for rates of one response "
@@ -347,17 +347,13 @@ def report_markdown(label: str, tasks: Mapping[str, Mapping]) -> str:
             field, groups = tasks[name]["subgroups"]["field"], tasks[name]["subgroups"]["groups"]
             parts.append(f"### {name} by {field}")
             parts.append(_table([field, "n", "accuracy", "accuracy (strict)", "well formed"], (
-                [value, str(group["n"])] + [_cell(group["metrics"][key], "rate") for key in ("acc", "acc_strict", "well_formed")]
+                [value, str(group["n"])]
+                + [_cell(group["metrics"][key], "rate") for key in ("acc", "acc_strict", "well_formed")]
                 for value, group in groups.items())))
     return "\n\n".join(parts) + "\n"
 
 
 # ---------------------------------------------------------------- report and compare
-
-
-def load_model(directory: Path, config: RewardConfig) -> dict[str, list[dict]]:
-    """Task -> graded questions, from the newest sample log of each task in `directory`."""
-    return {task: read_questions(path, config) for task, path in latest_sample_logs(directory).items()}
 
 
 def report(directory: str | os.PathLike, config: RewardConfig | None = None) -> dict:
@@ -384,7 +380,10 @@ def compare(directories: Sequence[str | os.PathLike], metric: str = "acc", confi
     if metric not in RATES:
         raise EvalError(f"--metric must be one of {', '.join(RATES)}, got {metric!r}")
     config = config or training_config()
-    models = {Path(directory).name: load_model(Path(directory), config) for directory in directories}
+    models = {
+        Path(directory).name: {task: read_questions(path, config) for task, path in latest_sample_logs(Path(directory)).items()}
+        for directory in directories
+    }
     if len(models) < len(directories):
         raise EvalError("compare: two folders have the same name; give each model its own folder name")
     baseline_name, baseline = next(iter(models.items()))
@@ -431,7 +430,8 @@ def compare_markdown(table: Mapping) -> str:
             elif not entry["paired"]:
                 row += [_cell(entry, "rate"), f"{entry['difference'] * 100:+.1f} (questions differ, unpaired)", ""]
             else:
-                difference = {"value": entry["difference"], "low": entry["low_difference"], "high": entry["high_difference"]}
+                difference = {"value": entry["difference"], "low": entry["low_difference"],
+                              "high": entry["high_difference"]}
                 row += [_cell(entry, "rate"), _cell(difference, "rate", sign="+"), f"{entry['p']:.2g}"]
         rows.append(row)
     title = dict((key, title) for key, title, _ in METRICS)[table["metric"]]
@@ -534,8 +534,8 @@ def model_fingerprint(backend: str, model_args: str, model: str) -> str:
     overwritten checkpoint from getting another model's responses."""
     path = Path(model).expanduser()
     if path.is_dir():
-        files = sorted((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in path.rglob("*") if f.is_file())
-        identity = [str(path.resolve()), files]
+        files = [(str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in path.rglob("*") if f.is_file()]
+        identity = [str(path.resolve()), sorted(files)]
     else:
         identity = [model]  # a hub id
     return hashlib.sha256(json.dumps([backend, model_args, identity]).encode()).hexdigest()[:16]
@@ -584,7 +584,7 @@ def evaluate_model(model: str, tasks: Mapping[str, tuple[Path, bool]], output: P
             written = [path for path in Path(scratch).rglob("*") if path.is_file()]
             logged = {match["task"] for path in written if (match := _SAMPLES_NAME.fullmatch(path.name))}
             if logged != set(samples) or not any(path.name.startswith("results_") for path in written):
-                raise EvalError(f"lm-eval did not write all its results and sample logs for {model} (see its warnings above)")
+                raise EvalError(f"lm-eval did not write all its results and sample logs for {model} (see its warnings)")
             for path in written:
                 os.replace(path, output / path.name)
 
@@ -596,30 +596,30 @@ def write_steps(output_dir: Path, rows: Sequence[tuple[str, int | None, Mapping]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = sorted({task for _, _, summary in rows for task in summary["tasks"]})
+    accuracy = [(label, step, {task: entry["metrics"]["acc"] for task, entry in summary["tasks"].items()})
+                for label, step, summary in rows]
+    tasks = sorted({task for _, _, by_task in accuracy for task in by_task})
     table = [[label, "final" if step is None else str(step)]
-             + [_cell(summary["tasks"][task]["metrics"]["acc"], "rate") if task in summary["tasks"] else "-" for task in tasks]
-             for label, step, summary in rows]
+             + [_cell(by_task[task], "rate") if task in by_task else "-" for task in tasks]
+             for label, step, by_task in accuracy]
     markdown = ("Accuracy (lenient, the paper's), percent [95% Wilson interval], by training step.\n\n"
                 + _table(["checkpoint", "step", *tasks], table) + "\n")
     write_atomically(output_dir / "steps.md", markdown)
-    steps_json = [{"checkpoint": label, "step": step,
-                   "acc": {task: summary["tasks"][task]["metrics"]["acc"] for task in summary["tasks"]}}
-                  for label, step, summary in rows]
+    steps_json = [{"checkpoint": label, "step": step, "acc": by_task} for label, step, by_task in accuracy]
     write_atomically(output_dir / "steps.json", json.dumps(steps_json, indent=1) + "\n")
 
     figure, axes = plt.subplots(figsize=(7, 4))
     for index, task in enumerate(tasks):
-        color = f"C{index}"
-        points = [(step, summary["tasks"][task]["metrics"]["acc"]) for _, step, summary in rows
-                  if step is not None and task in summary["tasks"]]
+        points = [(step, by_task[task]) for _, step, by_task in accuracy if step is not None and task in by_task]
         if points:
-            axes.errorbar([s for s, _ in points], [100 * e["value"] for _, e in points],
-                          yerr=[[100 * (e["value"] - e["low"]) for _, e in points], [100 * (e["high"] - e["value"]) for _, e in points]],
-                          marker="o", capsize=3, color=color, label=task)
-        final = [summary["tasks"][task]["metrics"]["acc"] for _, step, summary in rows if step is None and task in summary["tasks"]]
+            values = [100 * entry["value"] for _, entry in points]
+            errors = [[value - 100 * entry["low"] for value, (_, entry) in zip(values, points)],
+                      [100 * entry["high"] - value for value, (_, entry) in zip(values, points)]]
+            axes.errorbar([step for step, _ in points], values, yerr=errors, marker="o", capsize=3, color=f"C{index}",
+                          label=task)
+        final = [by_task[task] for _, step, by_task in accuracy if step is None and task in by_task]
         if final:  # the final model records no step: a dashed level across the plot
-            axes.axhline(100 * final[0]["value"], linestyle="--", color=color, label=f"{task}, final model")
+            axes.axhline(100 * final[0]["value"], linestyle="--", color=f"C{index}", label=f"{task}, final model")
     axes.set_xlabel("training step")
     axes.set_ylabel("accuracy (%)")
     axes.legend(fontsize="small")
@@ -637,8 +637,8 @@ def run(models: Sequence[str], output_dir: str | os.PathLike | None, *, run_dir:
     """Evaluate each model (and each checkpoint of `run_dir`) on each prepared file; write one folder per
     model (lm-eval's files, report.md, summary.json), and comparison.md/.json and, for a run, steps.*.
     Every input is checked before any model loads. Returns the output folder."""
-    for name, number in (("--n-samples", n_samples), ("--max-gen-toks", max_gen_toks), ("--limit", 1 if limit is None else limit)):
-        if number < 1:  # lm-eval would read --limit 0 as no limit
+    for name, number in (("--n-samples", n_samples), ("--max-gen-toks", max_gen_toks), ("--limit", limit)):
+        if number is not None and number < 1:  # lm-eval would read --limit 0 as no limit
             raise EvalError(f"{name} must be at least 1, got {number}")
     training_config()  # a bad MED_RLVR_* variable fails now, not in lm-eval's grading after generation
     temperature = (0.0 if n_samples == 1 else 1.0) if temperature is None else temperature
@@ -681,7 +681,8 @@ def run(models: Sequence[str], output_dir: str | os.PathLike | None, *, run_dir:
         write_atomically(output_dir / "comparison.md", table.pop("markdown"))
         write_atomically(output_dir / "comparison.json", json.dumps(table, indent=1) + "\n")
     if steps:
-        write_steps(output_dir, [(label, steps[model], summaries[model]) for model, label in zip(models, labels) if model in steps])
+        rows = [(label, steps[model], summaries[model]) for model, label in zip(models, labels) if model in steps]
+        write_steps(output_dir, rows)
         print((output_dir / "steps.md").read_text(encoding="utf-8"))
     return output_dir
 
@@ -702,7 +703,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="generate with lm-eval, grade, write the tables")
     run_parser.add_argument("models", nargs="*", help="model folders or hub ids")
-    run_parser.add_argument("--run-dir", help="a training run's OUTPUT_DIR: every ckpt/*global_step*_hf by step, then model/")
+    run_parser.add_argument("--run-dir", help="a training run's OUTPUT_DIR: each ckpt/*global_step*_hf by step, then model/")
     run_parser.add_argument("--data", nargs="+", default=(), metavar="FILE",
                             help="prepared prompt files (default: data/medqa_test.jsonl data/mmlu_pro_health.jsonl)")
     run_parser.add_argument("--output-dir", help="where to write (default: RUN_DIR/eval)")
@@ -710,17 +711,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_parser.add_argument("--model-args", default="", help="lm-eval model arguments besides pretrained, e.g. "
                             "dtype=bfloat16 or tensor_parallel_size=2,data_parallel_size=4")
     run_parser.add_argument("--n-samples", type=int, default=1, help="responses per question (pass@1 is their mean)")
-    run_parser.add_argument("--temperature", type=float, help="default 0 (greedy) for 1 sample, 1.0 (training's) for more")
-    run_parser.add_argument("--max-gen-toks", type=int, default=1024, help="default 1024, training's --rollout.max_new_tokens")
+    run_parser.add_argument("--temperature", type=float, help="default 0 (greedy) for 1 sample, 1.0 (training's) else")
+    run_parser.add_argument("--max-gen-toks", type=int, default=1024, help="default 1024 (training's max_new_tokens)")
     run_parser.add_argument("--limit", type=int, help="only the first N questions of each file")
     run_parser.add_argument("--batch-size", help="lm-eval's batch size (a number or auto)")
     run_parser.add_argument("--device", help="hf backend device, e.g. cuda:0 or cpu")
-    report_parser = commands.add_parser("report", help="report.md and summary.json from a folder of lm-eval sample logs")
+    report_parser = commands.add_parser("report", help="report.md and summary.json from a folder of sample logs")
     report_parser.add_argument("directory")
-    compare_parser = commands.add_parser("compare", help="the paper-style table across models (the first is the baseline)")
+    compare_parser = commands.add_parser("compare", help="the paper-style table across models (first: baseline)")
     compare_parser.add_argument("directories", nargs="+")
     compare_parser.add_argument("--metric", default="acc", choices=RATES)
-    compare_parser.add_argument("--output", help="also write the table to this .md file and its data beside it as .json")
+    compare_parser.add_argument("--output", help="also write the table to this .md file, its data beside as .json")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
