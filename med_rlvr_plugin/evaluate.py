@@ -517,6 +517,8 @@ def checkpoints(run_dir: Path) -> list[tuple[int | None, Path]]:
 
 def check_model(model: str) -> None:
     """EvalError for a model path that does not exist. `org/name` with no such local folder is a hub id."""
+    if "," in model or "=" in model:
+        raise EvalError(f"model {model}: lm-eval's model arguments cannot hold ',' or '='; link the folder elsewhere")
     path = Path(model).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -678,6 +680,7 @@ def run(models: Sequence[str], output_dir: str | os.PathLike | None, *, run_dir:
         print((output_dir / label / "report.md").read_text(encoding="utf-8"))
     if len(models) > 1:
         table = compare([output_dir / label for label in labels])
+        print(table["markdown"])
         write_atomically(output_dir / "comparison.md", table.pop("markdown"))
         write_atomically(output_dir / "comparison.json", json.dumps(table, indent=1) + "\n")
     if steps:

@@ -257,6 +257,7 @@ def test_errors_name_the_problem_before_any_model_loads(tmp_path, prompt_file, t
     cases = {
         "missing model": ([str(tmp_path / "no_such_model")], prompt_file, "no_such_model: no such folder"),
         "model without config": ([str(tmp_path)], prompt_file, "no config.json"),
+        "comma in model path": ([str(tmp_path / "a,b")], prompt_file, "cannot hold ',' or '='"),
     }
     for name, (edit, message) in {
         "empty": ("", "the data file is empty"),
