@@ -18,7 +18,7 @@ case "$target" in
     run python3 -m venv .venv
     # torch==2.13.0 first: an unpinned torch pulls a multi-GB CUDA build.
     run "${pip[@]}" torch==2.13.0
-    run "${pip[@]}" -e '.[test]'
+    run "${pip[@]}" -e '.[test,eval]'
     # OpenRLHF's own pins include flash-attn, which cannot build without CUDA; its CPU-importable
     # parts need only what the [test] extra installed.
     run "${pip[@]}" --no-deps openrlhf==0.11.2
@@ -33,8 +33,8 @@ case "$target" in
     #    matches (an hour or more; needs nvcc; MAX_JOBS bounds the compiler's memory).
     run "${pip[@]}" packaging wheel setuptools ninja psutil
     run "${pip[@]}" --no-build-isolation flash-attn==2.8.3
-    # 3. OpenRLHF with vLLM; the pins above are already satisfied.
-    run "${pip[@]}" -e '.[gpu]'
+    # 3. OpenRLHF with vLLM (the pins above are already satisfied), and lm-eval for launch/eval_checkpoint.sh.
+    run "${pip[@]}" -e '.[gpu,eval]'
     ;;
   *) echo "usage: bash setup.sh [cpu|gpu] [--print]" >&2; exit 2 ;;
 esac

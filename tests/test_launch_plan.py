@@ -220,7 +220,7 @@ def test_setup_gpu_installs_torch_then_flash_attn_without_isolation_then_openrlh
     installs = [" ".join(command[command.index("install") + 1 :]) for command in commands if "install" in command]
     torch_at = next(i for i, line in enumerate(installs) if "torch==" in line)
     flash_at = next(i for i, line in enumerate(installs) if "flash-attn==" in line)
-    openrlhf_at = next(i for i, line in enumerate(installs) if "[gpu]" in line)
+    openrlhf_at = next(i for i, line in enumerate(installs) if ".[gpu" in line)
     assert torch_at < flash_at < openrlhf_at
     assert "--no-build-isolation" in installs[flash_at]
     pinned = {requirement.split(";")[0].strip() for requirement in requires("openrlhf")}
