@@ -109,12 +109,13 @@ def read_eval_logs(folders: Iterable[Path]) -> dict[tuple[str, str], list[dict[s
             for number, line in enumerate(handle, 1):
                 try:
                     sample = json.loads(line)
-                    prompt, texts, label = sample["arguments"]["gen_args_0"]["arg_0"], sample["resps"][0], sample["doc"]["label"]
-                    logs[key] += [sample_logs(grade_response(prompt + text, prompt, label), prompt) for text in texts]
+                    prompt, label = sample["arguments"]["gen_args_0"]["arg_0"], sample["doc"]["label"]
+                    logs[key] += [sample_logs(grade_response(prompt + text, prompt, label), prompt)
+                                  for text in sample["resps"][0]]
                 except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as error:
                     raise AnalyzeError(
-                        f"{path}:{number}: not a graded lm-eval generate_until sample ({type(error).__name__}: {error}); "
-                        "expected doc.label, resps and arguments.gen_args_0.arg_0 (lm-eval --log_samples)"
+                        f"{path}:{number}: not a graded lm-eval generate_until sample ({type(error).__name__}: "
+                        f"{error}); expected doc.label, resps and arguments.gen_args_0.arg_0 (lm-eval --log_samples)"
                     ) from None
     return logs
 
@@ -133,7 +134,8 @@ def place_samples(records: list[dict], scalars: Mapping[str, Sequence[tuple[floa
     Without events, the span from the first to the last sample is cut into `bins` equal times (fewer when
     there are under 20 samples a bin), numbered from 1.
     """
-    logged = sorted({(time, step) for tag, points in scalars.items() if tag.startswith("train/") for time, step, _ in points})
+    logged = sorted({(time, step) for tag, points in scalars.items() if tag.startswith("train/")
+                     for time, step, _ in points})
     if logged:
         times = [time for time, _ in logged]
         for record in records:
@@ -156,7 +158,8 @@ def step_series(records: Sequence[dict], scalars: Mapping[str, Sequence[tuple[fl
         for key in KEYS:
             for _, step, value in scalars.get(f"train/{key}", ()):  # by time: the later value stays
                 by_step[step][key] = value
-        return sorted(by_step.items()), f"TensorBoard train/* scalars ({len(by_step)} logged steps, every response of each step)"
+        source = f"TensorBoard train/* scalars ({len(by_step)} logged steps, every response of each step)"
+        return sorted(by_step.items()), source
     by_x = defaultdict(list)
     for record in records:
         by_x[record["x"]].append(record["logs"])
@@ -177,7 +180,8 @@ def examples(stage: Stage, records: Sequence[dict], count: int = 2) -> list[dict
 
 
 def _fenced(text: str) -> str:
-    shown = text if len(text) <= EXAMPLE_CHARS else f"{text[:EXAMPLE_CHARS]}\n... ({len(text) - EXAMPLE_CHARS} more characters)"
+    cut = len(text) - EXAMPLE_CHARS
+    shown = f"{text[:EXAMPLE_CHARS]}\n... ({cut} more characters)" if cut > 0 else text
     fence = "`" * max(3, 1 + max((len(run) for run in re.findall("`+", shown)), default=0))
     return f"{fence}text\n{shown}\n{fence}"
 
@@ -394,12 +398,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="folder for the plots, report.md and timeline.json")
     parser.add_argument("--eval", action="append", default=[], metavar="FOLDER",
                         help="lm-eval sample logs, one sub-folder per checkpoint (default RUN_DIR/eval); repeatable")
-    parser.add_argument("--bins", type=int, default=50, help="time bins when there are no TensorBoard events (default 50)")
-    parser.add_argument("--window", type=int, default=5, help="steps averaged around each step before labelling (default 5)")
+    parser.add_argument("--bins", type=int, default=50, help="time bins without TensorBoard events (default 50)")
+    parser.add_argument("--window", type=int, default=5, help="steps averaged around each step (default 5)")
     parser.add_argument("--min-steps", type=int, default=3, help="shorter runs of a class join the run before (default 3)")
     options = parser.parse_args(argv)
     try:
-        summary = analyze(options.run_dir, options.output, options.eval, options.bins, options.window, options.min_steps)
+        summary = analyze(options.run_dir, options.output, options.eval, bins=options.bins, window=options.window,
+                          min_steps=options.min_steps)
     except AnalyzeError as error:
         print(f"med-rlvr analyze: error: {error}", file=sys.stderr)
         return 1
