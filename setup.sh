@@ -33,8 +33,8 @@ case "$target" in
     #    matches (an hour or more; needs nvcc; MAX_JOBS bounds the compiler's memory).
     run "${pip[@]}" packaging wheel setuptools ninja psutil
     run "${pip[@]}" --no-build-isolation flash-attn==2.8.3
-    # 3. OpenRLHF with vLLM (the pins above are already satisfied), and lm-eval for launch/eval_checkpoint.sh.
-    run "${pip[@]}" -e '.[gpu,eval]'
+    # 3. OpenRLHF with vLLM (the pins above are already satisfied), lm-eval for launch/eval_checkpoint.sh, matplotlib and TensorBoard's reader for analyze.
+    run "${pip[@]}" -e '.[gpu,eval,analysis]'
     ;;
   *) echo "usage: bash setup.sh [cpu|gpu] [--print]" >&2; exit 2 ;;
 esac

@@ -3,19 +3,23 @@
 The floor is the shape of the common peer reward functions: one compiled regex for the format, one for
 the answer, and the returned values built as tensors. Ours does more (prompt location, also of a prompt
 truncated from the left, special-token stripping, the full format rule, the answer grammar, the leak
-check, seven logged metrics). Targets: median within 3x of the floor on realistic responses; a 1 MB
-adversarial response or prompt option line under 50 ms; time growing linearly with length (each
-doubling of the input about doubles the time).
+check, the behaviour class, twelve logged metrics). Targets: median within 3x of the floor on realistic
+responses; a 1 MB adversarial response or prompt option line under 50 ms; time growing linearly with
+length (each doubling of the input about doubles the time); rollout sampling (docs/dynamics.md) at a
+share of 0.1 within 1.25x of sampling off (a drawn call adds its JSON line and one write).
 
     python benchmarks/bench_reward.py [--repeats 2000]
 """
 
 import argparse
 import importlib.util
+import os
 import re
 import statistics
+import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -45,10 +49,12 @@ def floor_reward(queries, prompts, labels, **kwargs):
             "extra_logs": {"accuracy": torch.tensor(float(correct))}}
 
 
-def load_reward_func():
+def load_reward_func(environ: dict[str, str] | None = None):
+    """The reward file's reward_func, loaded under these extra environment variables (read at load)."""
     spec = importlib.util.spec_from_file_location("reward_func", REWARD_FILE)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with mock.patch.dict(os.environ, environ or {}):
+        spec.loader.exec_module(module)
     return module.reward_func
 
 
@@ -98,6 +104,18 @@ def main() -> None:
     for label, kept in (("whole prompt", len(PROMPT)), ("half survives", len(PROMPT) // 2), ("10 chars survive", 10)):
         ours = statistics.median(per_call_seconds(reward_func, PROMPT[-kept:] + response, args.repeats)) * 1e6
         print(f"{label:>24}: {ours:8.1f}")
+
+    # Rollout sampling: a random draw per call, and for the drawn ones a JSON line appended under a lock.
+    # The mean is what a step pays: a share of calls costs more, the rest nothing.
+    print("\nrollout sampling, 255 think words: mean per call (us), and against sampling off in the same run")
+    query = PROMPT + f"<think>{SENTENCE * 15}</think>\n<answer>C</answer><|endoftext|>"
+    off = statistics.mean(per_call_seconds(reward_func, query, args.repeats)) * 1e6
+    print(f"{'off':>24}: {off:8.1f}")
+    with tempfile.TemporaryDirectory() as folder:
+        for fraction in ("0.01", "0.1", "1"):
+            sampled = load_reward_func({"MED_RLVR_ROLLOUT_SAMPLES": fraction, "MED_RLVR_ROLLOUT_DIR": folder})
+            ours = statistics.mean(per_call_seconds(sampled, query, args.repeats)) * 1e6
+            print(f"{'share ' + fraction:>24}: {ours:8.1f}   x{ours / off:.2f}")
 
     print("\nadversarial responses: ms per call at 1 MB, and time ratio for each doubling 128 KB -> 1 MB")
     sizes = [2**17, 2**18, 2**19, 2**20]

@@ -45,6 +45,8 @@ Run:
   --resume                 continue the run in --output-dir from its last checkpoint
   --wandb-project P        log to Weights & Biases; the key is read from WANDB_API_KEY in the job's env
   --tensorboard            log to OUTPUT_DIR/tensorboard
+  --rollout-samples F      record a share F (0 to 1) of graded rollouts in OUTPUT_DIR/rollouts, for
+                           `python -m med_rlvr_plugin.analyze OUTPUT_DIR` (docs/dynamics.md; default off)
   --dry-run                check everything and print the command and the plan; start nothing, write
                            nothing. Uses the built-in sample for default data files that are not prepared.
   -h, --help               this text
@@ -57,7 +59,7 @@ value() { [[ $# -ge 2 && $2 != --* ]] || die "$1 needs a value (see --help)"; ec
 
 reward_scheme=neutral format=lenient leak_penalty=0 min_think_words=0 short_think_penalty=1.0
 algo=ppo model=Qwen/Qwen2.5-3B nodes=1 gpus_per_node=8 eager=(--vllm.enforce_eager)
-train_data="" eval_data="" run_name="" output_dir="" dry_run=0
+train_data="" eval_data="" run_name="" output_dir="" dry_run=0 rollout_samples=""
 launcher_flags=() passthrough=()
 launch_command="bash launch/train_ppo_medqa.sh $(printf '%q ' "$@")"
 while (($#)); do
@@ -75,6 +77,7 @@ while (($#)); do
     --gpus-per-node) gpus_per_node=$(value "$@"); shift 2 ;;
     --run-name) run_name=$(value "$@"); shift 2 ;;
     --output-dir) output_dir=$(value "$@"); shift 2 ;;
+    --rollout-samples) rollout_samples=$(value "$@"); shift 2 ;;
     --wandb-project | --eval-share | --checkpoints) launcher_flags+=("$1" "$(value "$@")"); shift 2 ;;
     --cuda-graphs) eager=(); shift ;;
     --resume | --tensorboard) launcher_flags+=("$1"); shift ;;
@@ -173,6 +176,9 @@ fi
 # reads them when it loads.
 export MED_RLVR_REWARD_SCHEME=$reward_scheme MED_RLVR_FORMAT=$format MED_RLVR_LEAK_PENALTY=$leak_penalty \
   MED_RLVR_MIN_THINK_WORDS=$min_think_words MED_RLVR_SHORT_THINK_PENALTY=$short_think_penalty
+if [[ -n $rollout_samples ]]; then
+  export MED_RLVR_ROLLOUT_SAMPLES=$rollout_samples MED_RLVR_ROLLOUT_DIR=$output_dir/rollouts
+fi
 
 # The launcher adds the output, logging and resume flags (checkpoints go beside the manifest).
 launcher_flags+=(--output-dir "$output_dir" --run-name "$run_name" --launch-command "$launch_command")

@@ -39,7 +39,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from med_rlvr_plugin.data import SOURCES, format_row
-from med_rlvr_plugin.verifier import config_from_env, grade_response, parse_label, parse_options
+from med_rlvr_plugin.dynamics import rollout_sampling
+from med_rlvr_plugin.verifier import ROLLOUT_ENV_VARS, config_from_env, grade_response, parse_label, parse_options
 
 PPO_MODULE = "openrlhf.cli.train_ppo_ray"
 SFT_MODULE = "openrlhf.cli.train_sft"
@@ -444,7 +445,12 @@ def grade_samples(reward_url: list[str], prompt: str, label: str) -> dict[str, f
     """
     from openrlhf.utils.agent import SingleTurnAgentExecutor
 
-    reward_func = SingleTurnAgentExecutor(reward_url).reward_func
+    # Loaded with rollout sampling off: these made-up responses must not land among the run's samples.
+    sampling = {name: os.environ.pop(name) for name in ROLLOUT_ENV_VARS if name in os.environ}
+    try:
+        reward_func = SingleTurnAgentExecutor(reward_url).reward_func
+    finally:
+        os.environ.update(sampling)
     wrong = next(letter for letter in parse_options(prompt) if letter != label)
     # Enough thinking for any --min-think-words, so that only the answer decides the reward.
     repeats = 1 + config_from_env(os.environ).min_think_words // 10
@@ -460,6 +466,7 @@ def grade_samples(reward_url: list[str], prompt: str, label: str) -> dict[str, f
 def check_reward(reward_url: list[str], prompt: str, label: str) -> dict[str, float]:
     """Load the reward file under this process's MED_RLVR_* variables and check it grades the samples sanely."""
     try:
+        rollout_sampling(os.environ)
         rewards = grade_samples(reward_url, prompt, label)
     except Exception as error:  # the reward file's own message names the bad variable
         raise LaunchError(f"the reward file {reward_url[0]} fails: {type(error).__name__}: {error}") from None

@@ -128,6 +128,9 @@ ENV_VARS = {
     "MED_RLVR_MIN_THINK_WORDS": ("min_think_words", int),
     "MED_RLVR_SHORT_THINK_PENALTY": ("short_think_penalty", float),
 }
+# The reward file's rollout sampling, read by med_rlvr_plugin.dynamics.rollout_sampling: not grading, but
+# MED_RLVR_* names, so config_from_env accepts them.
+ROLLOUT_ENV_VARS = ("MED_RLVR_ROLLOUT_SAMPLES", "MED_RLVR_ROLLOUT_DIR", "MED_RLVR_ROLLOUT_MAX_MB")
 
 
 def config_from_env(environ: Mapping[str, str]) -> RewardConfig:
@@ -136,9 +139,10 @@ def config_from_env(environ: Mapping[str, str]) -> RewardConfig:
     ValueError on a bad value, and on any other MED_RLVR_* name (the prefix belongs to these variables),
     so a typo such as MED_RLVR_SCHEME=penalized cannot silently run the wrong ablation.
     """
-    unknown = sorted(name for name in environ if name.startswith("MED_RLVR_") and name not in ENV_VARS)
+    known = (*ENV_VARS, *ROLLOUT_ENV_VARS)
+    unknown = sorted(name for name in environ if name.startswith("MED_RLVR_") and name not in known)
     if unknown:
-        raise ValueError(f"unknown variable {', '.join(unknown)}; valid: {', '.join(ENV_VARS)}")
+        raise ValueError(f"unknown variable {', '.join(unknown)}; valid: {', '.join(known)}")
     fields = {}
     for name, (field, kind) in ENV_VARS.items():
         if name in environ:

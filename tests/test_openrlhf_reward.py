@@ -14,7 +14,10 @@ from tests.tokenizer_fixtures import qwen25_tokenizer
 openrlhf_agent = pytest.importorskip("openrlhf.utils.agent", reason="openrlhf 0.11.2 is not installed")
 
 REWARD_FILE = str(Path(__file__).resolve().parents[1] / "med_rlvr_plugin" / "openrlhf_reward.py")
-LOG_KEYS = {"accuracy", "well_formed", "preamble", "answer_leak", "think_words", "response_chars", "prompt_not_found"}
+BEHAVIOUR_KEYS = {"behaviour_malformed", "behaviour_reasoning_before_think", "behaviour_answer_in_thinking",
+                  "behaviour_verbose", "behaviour_concise"}
+LOG_KEYS = {"accuracy", "well_formed", "preamble", "answer_leak", "think_words", "response_chars", "prompt_not_found",
+            *BEHAVIOUR_KEYS}
 # Questions written for these tests (not taken from any dataset); the gold letter is the last field.
 QUESTIONS = [
     ("A 6-year-old has a honey-crusted facial rash. Which organism most likely causes it?",
