@@ -783,7 +783,7 @@ def check_ppo(trainer_args: list[str], options: argparse.Namespace) -> SimpleNam
     args = parse_openrlhf_args(PPO_MODULE, trainer_args)
     check_batch_sizes(args)
     check_train_assertions(PPO_MODULE, args)
-    datasources, prompts, labels = check_prompt_data(args.data.prompt_dataset, args, args.data.prompt_split, args.data.prompt_probs)
+    _, prompts, labels = check_prompt_data(args.data.prompt_dataset, args, args.data.prompt_split, args.data.prompt_probs)
     data = {"train": {"files": args.data.prompt_dataset, "rows": len(prompts)}}
     print(f"med-rlvr: training data {args.data.prompt_dataset}: {len(prompts)} prompts, every label an option letter")
     eval_rows = 0
