@@ -1,6 +1,7 @@
 """The reward server for real: `python -m med_rlvr_plugin.serve` on 127.0.0.1 with its uvicorn workers,
 called by OpenRLHF 0.11.2's own executor and HTTP client, and by raw HTTP for what a client may get wrong."""
 
+import ast
 import asyncio
 import http.client
 import json
@@ -19,8 +20,9 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 
-from med_rlvr_plugin import serve
+from med_rlvr_plugin import launcher, serve
 from med_rlvr_plugin.prompts import render_prompt
+from tests.test_launch_ray import TINY_RUN, ray_cli, ray_cluster, write_rows  # noqa: F401 (ray_cluster: a fixture)
 from tests.test_openrlhf_reward import QUESTIONS, REWARD_FILE, CannedEngine, responses_for
 from tests.tokenizer_fixtures import qwen25_tokenizer
 
@@ -245,3 +247,36 @@ def test_launch_dry_run_with_reward_server_checks_it_on_loopback_and_stops_it(tm
     port = int(re.search(r"med-rlvr reward server: http://127\.0\.0\.1:(\d+)/get_reward", result.stderr)[1])
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+@pytest.mark.ray
+def test_launch_reward_server_in_a_ray_job(ray_cluster, tiny_qwen2, tmp_path):
+    """`ray job submit -- bash launch/train_ppo_medqa.sh --reward-server`: the driver starts the server at
+    the node's address, the probe actor grades through it, OpenRLHF gets its URL, and the server ends
+    with the driver when the job stops at DeepSpeed's CUDA setup (no GPU here)."""
+    train = write_rows(tmp_path / "train.jsonl", launcher.sample_rows())
+    submit = ray_cli(
+        "job", "submit", "--address", ray_cluster, "--working-dir", ".", "--submission-id", "medrlvr-server", "--",
+        "bash", "launch/train_ppo_medqa.sh", "--reward-server", "--reward-scheme", "penalized", "--model", str(tiny_qwen2),
+        "--train-data", str(train), "--eval-data", "none", "--gpus-per-node", "1", "--output-dir", str(tmp_path / "run"),
+        *TINY_RUN,
+    )
+    logs = ray_cli("job", "logs", "--address", ray_cluster, "medrlvr-server").stdout
+    started = re.search(r"med-rlvr: reward server (http://[\d.]+:\d+/get_reward) replaces the reward file", logs)
+    assert started, logs[-5000:]
+    url = started[1]
+    probe = re.search(r"\(Probe pid=\d+\)\S* med-rlvr reward probe: env .*, rewards (\{.*?\})$", logs, re.M)
+    assert probe, logs[-3000:]
+    assert ast.literal_eval(probe[1]) == {"correct": 1.0, "wrong": -1.0, "malformed": -1.0}  # penalized, over HTTP
+    assert re.search(rf"remote_url=\['{re.escape(url)}'\]", logs)  # the arguments OpenRLHF's train() printed
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["reward"]["server"] is True and manifest["openrlhf_command"][-2:] == ["--reward.remote_url", url]
+    assert submit.returncode != 0 and "torch.cuda.set_device(local_rank)" in logs
+    deadline = time.monotonic() + 30
+    while True:  # the driver has exited: the server follows within seconds
+        try:
+            socket.create_connection((urlsplit(url).hostname, urlsplit(url).port), timeout=5).close()
+        except ConnectionRefusedError:
+            break
+        assert time.monotonic() < deadline, "the reward server outlived its job"
+        time.sleep(1)
