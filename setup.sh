@@ -22,6 +22,10 @@ case "$target" in
     # OpenRLHF's own pins include flash-attn, which cannot build without CUDA; its CPU-importable
     # parts need only what the [test] extra installed.
     run "${pip[@]}" --no-deps openrlhf==0.11.2
+    # verl 0.9.1 caps transformers below the 5.15.0 above, and tensordict 0.10.0's pyvers 0.1.0 would pull
+    # packaging below what virtualenv (Ray's) needs; without their dependencies, verl's reward path imports
+    # and runs (tests/test_reuse.py). `pip check` lists these conflicts: keep it out of CI.
+    run "${pip[@]}" --no-deps verl==0.9.1 tensordict==0.10.0 pyvers==0.1.0
     ;;
   gpu)
     run python3 -m venv .venv

@@ -4,6 +4,7 @@
     python data_prep/prepare.py medqa --split train --output data/medqa_train.jsonl \\
         --exclude data/medqa_test.jsonl --dev-output data/medqa_dev.jsonl
     python data_prep/prepare.py mmlu_pro --category health --output data/mmlu_pro_health.jsonl
+    python data_prep/prepare.py medqa --split test --verl --output data/medqa_test.parquet
 
 The formatting is library code, `med_rlvr_plugin.data`; this file only parses flags and prints the summary.
 """
@@ -47,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--chat", action="store_true", help="prompt as a messages list, for --data.apply_chat_template")
     parser.add_argument("--sft", action="store_true", help="add the SFT baseline's target as `response`")
+    parser.add_argument(
+        "--verl", action="store_true",
+        help="write verl's RL parquet layout (NAME.parquet, chat prompts) for med_rlvr_plugin/verl_reward.py (docs/reuse.md)",
+    )
     parser.add_argument("--shuffle", action="store_true", help="shuffle the rows (seeded, so reproducible)")
     parser.add_argument("--seed", type=int, help="seed of --shuffle and of the --dev-output sample (default 0)")
     parser.add_argument("--limit", type=int, help="write at most this many rows (after --shuffle)")
@@ -87,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             dev_output=args.dev_output,
             dev_size=500 if args.dev_size is None else args.dev_size,
             dev_seed=args.seed or 0,
+            verl=args.verl,
         )
     except (DataError, OSError) as error:
         print(f"prepare.py: error: {error}", file=sys.stderr)

@@ -24,6 +24,9 @@ Reward (reaches the reward function in every rollout actor on every node):
   --leak-penalty X         subtract X when <think> merely states the answer (default 0 = off)
   --min-think-words N      thinking shorter than N words loses --short-think-penalty (default 0 = off)
   --short-think-penalty X  (default 1.0; only with --min-think-words > 0)
+  --reward-server          grade through an HTTP reward service (python -m med_rlvr_plugin.serve) that the
+                           launcher starts on the head node for the run, instead of loading the reward file
+                           in every rollout actor; same flags, same probe of every node (docs/reuse.md)
 Algorithm (each spends 256 responses a step and about the same steps and responses per run):
   --algo A                 ppo (default: PPO with a critic, GAE; 256 prompts x 1, 8 passes)
                            | grpo | reinforce_baseline (32 prompts x 8, 1 pass; no critic)
@@ -80,7 +83,7 @@ while (($#)); do
     --rollout-samples) rollout_samples=$(value "$@"); shift 2 ;;
     --wandb-project | --eval-share | --checkpoints) launcher_flags+=("$1" "$(value "$@")"); shift 2 ;;
     --cuda-graphs) eager=(); shift ;;
-    --resume | --tensorboard) launcher_flags+=("$1"); shift ;;
+    --resume | --tensorboard | --reward-server) launcher_flags+=("$1"); shift ;;
     --dry-run) dry_run=1 launcher_flags+=("$1"); shift ;;
     -h | --help) usage; exit 0 ;;
     --) shift; passthrough=("$@"); break ;;

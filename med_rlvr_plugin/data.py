@@ -309,6 +309,23 @@ def format_row(row: Mapping, source: Source, chat: bool = False, sft: bool = Fal
     return output
 
 
+def verl_row(row: Mapping, index: int) -> dict:
+    """A chat row of `format_row` in verl's RL parquet layout, `index` being its position in the file.
+
+    verl gives its reward function the response alone, so `extra_info` keeps the grader's prompt: the
+    messages' contents, one per line, which hold the option lines the verifier reads (verl_reward.py puts
+    it back in front of the response). The source's `metadata` is left out: its fields differ per dataset.
+    """
+    return {
+        "data_source": row["datasource"],
+        "prompt": row["prompt"],
+        "ability": "medical_mcqa",
+        "reward_model": {"style": "rule", "ground_truth": row["label"]},
+        "extra_info": {"index": index, "id": row["id"], "question": row["question"],
+                       "prompt": "\n".join(message["content"] for message in row["prompt"])},
+    }
+
+
 def _examples(items: Sequence[str], count: int = 3) -> str:
     """The first few of a list of locations, for a one-line message."""
     return ", ".join(items[:count]) + (f" and {len(items) - count} more" if len(items) > count else "")
@@ -624,21 +641,33 @@ def _answer_index_base(
 
 
 def _exclusion_index(paths: Iterable[str | os.PathLike]) -> dict[str, str]:
-    """Normalized question -> the prepared file it appears in, for --exclude."""
+    """Normalized question -> the prepared file it appears in, for --exclude (a .jsonl, or a --verl .parquet)."""
     index: dict[str, str] = {}
     for path in paths:
-        with open(path, encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    question = row["question"] if "prompt" in row else None
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    question = None
-                if not isinstance(question, str):
-                    raise DataError(f"{path}:{number}: not a prepared row; --exclude takes files written by prepare.py")
-                index.setdefault(normalize(question), str(path))
+        located = []  # (where, the row's question, or None when it is no prepared row)
+        if str(path).lower().endswith(".parquet"):
+            import pyarrow
+            import pyarrow.parquet
+
+            try:
+                infos = pyarrow.parquet.read_table(path, columns=["extra_info"]).column("extra_info").to_pylist()
+            except (pyarrow.ArrowException, KeyError):  # not parquet, or no extra_info column
+                infos = [None]
+            located = [(f"{path} row {number}", (info or {}).get("question")) for number, info in enumerate(infos)]
+        else:
+            with open(path, encoding="utf-8") as lines:
+                for number, line in enumerate(lines, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                        located.append((f"{path}:{number}", row["question"] if "prompt" in row else None))
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        located.append((f"{path}:{number}", None))
+        for location, question in located:
+            if not isinstance(question, str):
+                raise DataError(f"{location}: not a prepared row; --exclude takes files written by prepare.py")
+            index.setdefault(normalize(question), str(path))
     return index
 
 
@@ -690,16 +719,20 @@ def _remove_stale_temporaries(path: Path) -> list[str]:
     return removed
 
 
-def write_together(files: Mapping[Path, Iterable[str]]) -> None:
+def write_together(files: Mapping[Path, Iterable[str] | bytes]) -> None:
     """Write every file or none: each to a temporary file beside it, then, once all are complete, each
     into place with os.replace; a replacement that fails puts back the files already replaced (from hard
     links to the old ones). A plain open, not tempfile, so files get the umask's permissions, not 0600.
+    A file's content is text chunks, or bytes (a parquet file).
     """
     temporaries = {path: _temporary(path) for path in files}
     backups: dict[Path, Path] = {}
     replaced: list[Path] = []
     try:
         for path, chunks in files.items():
+            if isinstance(chunks, bytes):
+                temporaries[path].write_bytes(chunks)
+                continue
             with open(temporaries[path], "w", encoding="utf-8") as handle:
                 handle.writelines(chunks)
         for path in files:
@@ -762,8 +795,10 @@ def prepare(
     dev_output: str | os.PathLike | None = None,
     dev_size: int = 500,
     dev_seed: int = 0,
+    verl: bool = False,
 ) -> dict:
-    """Format one dataset into an OpenRLHF prompt file; return the summary, also written beside it.
+    """Format one dataset into an OpenRLHF prompt file, or with `verl` into verl's RL parquet layout (chat
+    prompts, `verl_row`); return the summary, also written beside it.
 
     Raises DataError, with the file, line or row and what to do, for a bad row (unless `skip_invalid`),
     a bad flag or an ambiguous input. Rows keep the source's order unless `shuffle_seed` is given.
@@ -778,9 +813,13 @@ def prepare(
     source, output = SOURCES[dataset], Path(output)
     dev_output = Path(dev_output) if dev_output is not None else None
     targets = [output, summary_path(output)] + ([dev_output, summary_path(dev_output)] if dev_output else [])
+    suffix, why = (".parquet", "verl reads parquet") if verl else (".jsonl", "OpenRLHF picks its loader by extension")
     for path, flag in ((output, "--output"), (dev_output, "--dev-output")):
-        if path is not None and path.suffix != ".jsonl":
-            raise DataError(f"{path}: the {flag} name must end in .jsonl (OpenRLHF picks its loader by extension)")
+        if path is not None and path.suffix != suffix:
+            raise DataError(f"{path}: the {flag} name must end in {suffix} ({why})")
+    if verl and sft:
+        raise DataError("--verl writes verl's RL layout, which has no SFT target: drop --sft or --verl")
+    chat = chat or verl  # verl's layout holds the prompt as messages
     if input_path is not None and split is not None:
         raise DataError("--split selects a hub split; with --input the file is the split, so drop --split")
     if category is not None and source.category is None:
@@ -816,6 +855,7 @@ def prepare(
         "input": where,
         "output": str(output),
         "prompt_format": "chat" if chat else "base",
+        "layout": "verl" if verl else "openrlhf",
         "sft": sft,
         "rows_read": len(rows),
     }
@@ -955,7 +995,18 @@ def prepare(
         "identical_options": len(identical),
         "identical_option_rows": identical,
     }
-    files = {output: (json.dumps(out, ensure_ascii=False) + "\n" for out in kept)}
+    def encode(rows: list[dict]) -> Iterable[str] | bytes:
+        """A prepared file's content: JSON lines, or verl's parquet."""
+        if not verl:
+            return (json.dumps(out, ensure_ascii=False) + "\n" for out in rows)
+        import pyarrow
+        import pyarrow.parquet
+
+        buffer = io.BytesIO()
+        pyarrow.parquet.write_table(pyarrow.Table.from_pylist([verl_row(out, index) for index, out in enumerate(rows)]), buffer)
+        return buffer.getvalue()
+
+    files = {output: encode(kept)}
     if dev_output is not None:
         summary |= {
             "dev_output": str(dev_output),
@@ -963,7 +1014,7 @@ def prepare(
             "rows_moved_to_dev": len(dev),
             "rows_dropped_as_copies_of_dev_questions": copies_of_dev,
         }
-        shared = ("dataset", "input", "prompt_format", "sft", "category", "ids_file")
+        shared = ("dataset", "input", "prompt_format", "layout", "sft", "category", "ids_file")
         dev_summary = {key: summary[key] for key in shared if key in summary}
         dev_summary |= {
             "output": str(dev_output),
@@ -973,7 +1024,7 @@ def prepare(
             "disjoint_from": [str(output), *map(str, exclude)],
             **distributions(dev),
         }
-        files[dev_output] = (json.dumps(out, ensure_ascii=False) + "\n" for out in dev)
+        files[dev_output] = encode(dev)
         files[summary_path(dev_output)] = [json.dumps(dev_summary, indent=2, ensure_ascii=False) + "\n"]
     summary |= {"shuffle_seed": shuffle_seed, "rows_cut_by_limit": len(cut), **distributions(kept)}
     summary["stale_temporaries_removed"] = stale

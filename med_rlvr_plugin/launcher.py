@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import asyncio
 import contextlib
 import dataclasses
 import hashlib
@@ -441,16 +442,19 @@ def check_prompt_data(files: str, args: SimpleNamespace, split: str, probs: str 
 
 def grade_samples(reward_url: list[str], prompt: str, label: str) -> dict[str, float]:
     """Rewards of a correct, a wrong and a malformed response, from the reward file loaded by OpenRLHF's own
-    loader as in its rollout actors. The query is what OpenRLHF passes: prompt, response, end-of-text token.
+    loader as in its rollout actors, or from the reward server by OpenRLHF's own HTTP client. The query is
+    what OpenRLHF passes: prompt, response, end-of-text token.
     """
     from openrlhf.utils.agent import SingleTurnAgentExecutor
 
     # Loaded with rollout sampling off: these made-up responses must not land among the run's samples.
+    # An http URL (--reward-server) is graded through OpenRLHF's own HTTP client.
     sampling = {name: os.environ.pop(name) for name in ROLLOUT_ENV_VARS if name in os.environ}
     try:
-        reward_func = SingleTurnAgentExecutor(reward_url).reward_func
+        executor = SingleTurnAgentExecutor(reward_url)
     finally:
         os.environ.update(sampling)
+    reward_func = executor.reward_func or (lambda *lists: asyncio.run(executor._fetch_rewards_via_http(*lists))[0])
     wrong = next(letter for letter in parse_options(prompt) if letter != label)
     # Enough thinking for any --min-think-words, so that only the answer decides the reward.
     repeats = 1 + config_from_env(os.environ).min_think_words // 10
@@ -476,6 +480,16 @@ def check_reward(reward_url: list[str], prompt: str, label: str) -> dict[str, fl
             "wrong >= malformed = -1.0"
         )
     return rewards
+
+
+def start_reward_server(host: str) -> tuple[subprocess.Popen, str]:
+    """`--reward-server`: the reward service on `host`, a child of this process that exits with it."""
+    from med_rlvr_plugin import serve
+
+    try:
+        return serve.start(host)
+    except RuntimeError as error:
+        raise LaunchError(f"--reward-server: {error}") from None
 
 
 def reward_env() -> dict[str, str]:
@@ -595,7 +609,8 @@ def build_manifest(options: argparse.Namespace, command: list[str], args: Simple
     reward = None
     if options.kind == "ppo":
         reward_file = args.reward.remote_url[0]
-        reward = {"file": reward_file, "file_sha256": _sha256(reward_file), "env": reward_env()}
+        reward = {"file": reward_file, "file_sha256": _sha256(reward_file), "env": reward_env(),
+                  "server": options.reward_server}
     for part in data.values():
         part["sha256"] = {path: _sha256(path) for path in (entry.split("@")[0].strip() for entry in part["files"].split(","))}
     # A Ray job runs in a temporary copy of the submitted folder; what identifies it is the uploaded
@@ -673,6 +688,13 @@ def run_ppo(options: argparse.Namespace, checked: SimpleNamespace, command: list
     ray.init(runtime_env={"env_vars": {**openrlhf_ray_env(), **expected_env, **forwarded}})
     nodes = [node for node in ray.nodes() if node["Alive"]]
     print(f"med-rlvr: cluster: {check_cluster(checked.args, nodes)}", flush=True)
+    reward_url = checked.args.reward.remote_url
+    if options.reward_server:
+        # On this (head) node at its cluster address, for every rollout actor; it ends with this driver,
+        # however the job ends. The probe below proves each node reaches it and gets the file's rewards.
+        reward_url = [start_reward_server(ray.util.get_node_ip_address())[1]]
+        command = [*command, "--reward.remote_url", reward_url[0]]  # the last one wins
+        print(f"med-rlvr: reward server {reward_url[0]} replaces the reward file for OpenRLHF", flush=True)
 
     # An actor per node loads the reward file as OpenRLHF's rollout actors do, grades the samples, and
     # looks for a file the driver wrote in the output folder: DeepSpeed writes checkpoint shards from every
@@ -684,7 +706,7 @@ def run_ppo(options: argparse.Namespace, checked: SimpleNamespace, command: list
         def report(self, token: str) -> dict:
             seen = {name: os.environ.get(name) for name in expected_env}
             try:
-                graded = grade_samples(checked.args.reward.remote_url, checked.prompt, checked.label)
+                graded = grade_samples(reward_url, checked.prompt, checked.label)
             except Exception as error:
                 graded = f"{type(error).__name__}: {error}"
             print(f"med-rlvr reward probe: env {seen}, rewards {graded}", flush=True)
@@ -708,6 +730,7 @@ def run_ppo(options: argparse.Namespace, checked: SimpleNamespace, command: list
                 raise LaunchError(
                     f"node {address}: an actor saw {report}; expected env {expected_env} and rewards "
                     f"{checked.rewards}. Submit from the repository root with `ray job submit --working-dir . -- bash ...`"
+                    + (f"; every node must reach the reward server at {reward_url[0]}" if options.reward_server else "")
                 )
             if not report["output_dir_shared"]:
                 raise LaunchError(
@@ -724,7 +747,7 @@ def run_ppo(options: argparse.Namespace, checked: SimpleNamespace, command: list
         raise
     token.unlink()
     print(f"med-rlvr: manifest {manifest_path}", flush=True)
-    sys.argv = [PPO_MODULE, *checked.trainer_args]
+    sys.argv = command[2:]  # the module and its flags
     runpy.run_module(PPO_MODULE, run_name="__main__", alter_sys=True)
 
 
@@ -797,6 +820,16 @@ def check_ppo(trainer_args: list[str], options: argparse.Namespace) -> SimpleNam
         print(f"med-rlvr: eval data {args.eval.dataset}: every label an option letter; curves {curves}")
     rewards = check_reward(args.reward.remote_url, prompts[0], parse_label(labels[0]))
     print(f"med-rlvr: reward file {args.reward.remote_url[0]} with {reward_env() or 'the defaults'}: rewards {rewards}")
+    if options.reward_server:  # the service run_ppo starts, here on loopback: the file's rewards, over HTTP
+        server, url = start_reward_server("127.0.0.1")
+        try:
+            served = check_reward([url], prompts[0], parse_label(labels[0]))
+        finally:
+            server.terminate()
+            server.wait()
+        if served != rewards:
+            raise LaunchError(f"the reward server grades the samples {served}, the reward file {rewards}")
+        print(f"med-rlvr: reward server (--reward-server) on this machine: rewards {served}")
 
     if options.builtin_sample:  # plan for the files the README's commands prepare, not the six questions
         train_rows, eval_rows = README_TRAIN_ROWS, README_DEV_ROWS if eval_rows else 0
@@ -911,6 +944,7 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--builtin-sample", action="store_true", help="the data is the built-in sample: plan for MedQA's sizes")
         if kind == "ppo":
             command.add_argument("--eval-share", type=float, default=0.1, help="periodic eval's generation, as a share of training's")
+            command.add_argument("--reward-server", action="store_true", help="grade through a reward server (serve.py) on the head node")
         else:
             command.add_argument("--num-gpus", type=int, required=True, help="deepspeed --num_gpus")
         command.add_argument("trainer_args", nargs=argparse.REMAINDER, help="-- then the OpenRLHF flags")

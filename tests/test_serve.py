@@ -1,0 +1,282 @@
+"""The reward server for real: `python -m med_rlvr_plugin.serve` on 127.0.0.1 with its uvicorn workers,
+called by OpenRLHF 0.11.2's own executor and HTTP client, and by raw HTTP for what a client may get wrong."""
+
+import ast
+import asyncio
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import urlsplit
+
+import psutil
+import pytest
+
+from med_rlvr_plugin import launcher, serve
+from med_rlvr_plugin.prompts import render_prompt
+from tests.test_launch_ray import TINY_RUN, ray_cli, ray_cluster, write_rows  # noqa: F401 (ray_cluster: a fixture)
+from tests.test_openrlhf_reward import QUESTIONS, REWARD_FILE, CannedEngine, responses_for
+from tests.tokenizer_fixtures import qwen25_tokenizer
+
+openrlhf_agent = pytest.importorskip("openrlhf.utils.agent", reason="openrlhf 0.11.2 is not installed")
+
+REPO = Path(__file__).resolve().parents[1]
+# Non-default settings, so that a server that ignored its flags would grade differently.
+REWARD_ENV = {"MED_RLVR_REWARD_SCHEME": "penalized", "MED_RLVR_LEAK_PENALTY": "0.5"}
+REWARD_FLAGS = ["--reward-scheme", "penalized", "--leak-penalty", "0.5"]
+MAX_BODY_BYTES = 1 << 18
+
+
+def samples() -> list[tuple[str, str, str]]:
+    """(prompt, label, response) covering each verdict, a leak among them, for both questions."""
+    cases = []
+    for question, options, gold in QUESTIONS:
+        prompt = render_prompt(question, options)
+        responses = [response for response, *_ in responses_for(gold, "C")]
+        responses.append(f" <think>{gold}. {options['ABCDE'.index(gold)]}</think> <answer>{gold}</answer>")
+        cases += [(prompt, gold, response + "<|endoftext|>") for response in responses]
+    return cases
+
+
+def workers(server: subprocess.Popen) -> list[psutil.Process]:
+    """uvicorn's worker processes (multiprocessing's resource tracker is a child too)."""
+    return [child for child in psutil.Process(server.pid).children() if "spawn_main" in " ".join(child.cmdline())]
+
+
+def post(url: str, body: bytes, chunked: bool = False) -> tuple[int, dict]:
+    """(status, JSON answer) of one POST; `chunked` sends no content-length."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        connection.request("POST", parts.path, iter([body]) if chunked else body, encode_chunked=chunked)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def health(url: str) -> dict:
+    with urllib.request.urlopen(url.replace("/get_reward", "/health"), timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def server():
+    """One server for the module: two workers, the non-default reward flags, a 256 KB body limit."""
+    process, url = serve.start(args=["--workers", "2", "--max-body-mb", str(MAX_BODY_BYTES / (1 << 20)), *REWARD_FLAGS])
+    yield process, url
+    process.terminate()
+    assert process.wait(timeout=60) == 0
+
+
+def run_executor(remote_url, cases):
+    """OpenRLHF's SingleTurnAgentExecutor on each (prompt, label, response), concurrently, as in a rollout."""
+    executor = openrlhf_agent.SingleTurnAgentExecutor(remote_rm_url=remote_url)
+    tokenizer = qwen25_tokenizer()
+    params = SimpleNamespace(max_tokens=256, logprobs=None)
+
+    async def run_all():
+        return await asyncio.gather(*(
+            executor.execute(prompt, label, params, 4096, tokenizer, CannedEngine(tokenizer, response.removesuffix("<|endoftext|>")))
+            for prompt, label, response in cases
+        ))
+
+    return asyncio.run(run_all())
+
+
+def test_openrlhf_gets_from_the_server_what_it_gets_from_the_reward_file(server, monkeypatch):
+    _, url = server
+    cases = samples() * 5
+    served = run_executor([url, url], cases)  # two URLs: OpenRLHF rotates over them
+    for name, value in REWARD_ENV.items():
+        monkeypatch.setenv(name, value)
+    in_process = run_executor(REWARD_FILE, cases)
+    keys = ("reward", "scores", "extra_logs", "observation_tokens")
+    assert [{key: out[key] for key in keys} for out in served] == [{key: out[key] for key in keys} for out in in_process]
+    # The configuration reached the workers: penalized (a wrong answer earns -1) with a 0.5 leak penalty.
+    rewards = [out["reward"] for out in served[:6]]
+    assert rewards == [1.0, 1.0, -1.0, -1.0, -1.0, 0.5]
+    assert all(isinstance(out["reward"], float) for out in served)  # a number, as from the file: never [x]
+
+
+def test_a_batch_gets_lists_equal_to_one_request_per_sample(server):
+    _, url = server
+    cases = samples()
+    batch = {"query": [p + r for p, _, r in cases], "prompts": [p for p, _, _ in cases], "labels": [l for _, l, _ in cases]}
+    status, answer = post(url, json.dumps(batch).encode())
+    assert status == 200
+    singles = [post(url, json.dumps({key: [values[i]] for key, values in batch.items()}).encode())[1] for i in range(len(cases))]
+    assert answer["rewards"] == [single["rewards"] for single in singles]
+    assert answer["scores"] == [single["scores"] for single in singles]
+    assert answer["extra_logs"] == {key: [single["extra_logs"][key] for single in singles] for key in singles[0]["extra_logs"]}
+    assert answer["rewards"][:6] == [1.0, 1.0, -1.0, -1.0, -1.0, 0.5]
+
+
+GOOD = {"query": ["User: q\nA. x\nB. y\nAssistant: <think>y</think><answer>B</answer>"], "prompts": ["User: q\nA. x\nB. y\nAssistant:"], "labels": ["B"]}
+
+
+@pytest.mark.parametrize("body, status, message", [
+    (b"{not json", 400, "the body is not JSON"),
+    (b"\xff\xfe{}", 400, "the body is not JSON"),
+    (b"[1, 2]", 400, "expected a JSON object with the lists query, prompts, labels; got list"),
+    (json.dumps({"query": [], "prompts": []}).encode(), 400, "got an object with keys query, prompts"),
+    (json.dumps({**GOOD, "query": GOOD["query"][0]}).encode(), 400, "query must be a list, got str"),
+    (json.dumps({**GOOD, "query": GOOD["query"] * 2}).encode(), 400, "their lengths are query 2, prompts 1, labels 1"),
+    (json.dumps({**GOOD, "prompts": [None]}).encode(), 400, "prompts[0] must be a string, got NoneType"),
+    (json.dumps({**GOOD, "labels": [""]}).encode(), 400, "labels[0]: med-rlvr: label '' names no option letter"),
+    (json.dumps({**GOOD, "labels": [2]}).encode(), 400, "labels[0]: med-rlvr: label 2 names no option letter"),
+    (b" " * (MAX_BODY_BYTES + 1), 413, f"over the server's limit of {MAX_BODY_BYTES:,} bytes"),
+], ids=["malformed", "not-utf8", "not-object", "missing-key", "not-list", "unequal", "not-string", "empty-label",
+        "index-label", "too-large"])
+def test_bad_requests_get_a_4xx_that_says_what_is_wrong(server, body, status, message):
+    process, url = server
+    before = workers(process)
+    answer = post(url, body)
+    assert answer[0] == status and message in answer[1]["detail"]
+    assert post(url, json.dumps(GOOD).encode())[0] == 200  # the server still serves, with the same workers
+    assert workers(process) == before
+
+
+def test_a_body_over_the_limit_without_content_length_is_refused_as_it_arrives(server):
+    _, url = server
+    status, answer = post(url, b" " * (2 * MAX_BODY_BYTES), chunked=True)
+    assert status == 413 and "--max-body-mb" in answer["detail"]
+    assert post(url, json.dumps(GOOD).encode(), chunked=True)[0] == 200
+
+
+def test_health_reports_the_configuration_and_the_workers_share_one_loopback_socket(server):
+    process, url = server
+    report = health(url)
+    assert report["config"] == {"scheme": "penalized", "format": "lenient", "leak_penalty": 0.5,
+                                "min_think_words": 0, "short_think_penalty": 1.0}
+    assert report["env"] == REWARD_ENV and report["max_body_bytes"] == MAX_BODY_BYTES
+    port = urlsplit(url).port
+    listening = {(conn.laddr.ip, conn.laddr.port) for worker in workers(process) for conn in worker.net_connections()
+                 if conn.status == psutil.CONN_LISTEN}
+    assert len(workers(process)) == 2 and listening == {("127.0.0.1", port)}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_health(process: subprocess.Popen, url: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            health(url)
+            return
+        except OSError:
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+
+
+def test_cli_binds_loopback_by_default_and_rejects_bad_reward_flags():
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "med_rlvr_plugin.serve", "--port", str(port), "--workers", "1"])
+    try:
+        wait_for_health(process, f"http://127.0.0.1:{port}/get_reward")
+        sockets = [conn.laddr for conn in psutil.Process(process.pid).net_connections() if conn.status == psutil.CONN_LISTEN]
+        assert sockets == [("127.0.0.1", port)]
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    bad = subprocess.run([sys.executable, "-m", "med_rlvr_plugin.serve", "--leak-penalty", "-1"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "MED_RLVR_LEAK_PENALTY='-1': leak_penalty must be >= 0" in bad.stderr
+
+
+def test_sigterm_answers_the_request_in_flight_then_exits():
+    process, url = serve.start(args=["--workers", "2"])
+    body = json.dumps(GOOD).encode()
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as client:
+        # Headers and half the body now, the rest after SIGTERM: the request is in flight throughout.
+        client.sendall(f"POST /get_reward HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body[:10])
+        time.sleep(1)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        client.sendall(body[10:])
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and json.loads(payload)["rewards"] == 1.0
+    assert process.wait(timeout=60) == 0
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((parts.hostname, parts.port), timeout=5)
+
+
+def test_the_server_exits_with_the_process_that_started_it():
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "from med_rlvr_plugin import serve\nimport time\n"
+         "process, url = serve.start(args=['--workers', '2'])\nprint(process.pid, url, flush=True)\ntime.sleep(600)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    pid, url = parent.stdout.readline().split()
+    server = psutil.Process(int(pid))
+    children = workers(server)
+    parent.kill()  # SIGKILL: the parent runs no cleanup of its own
+    parent.wait()
+    gone, alive = psutil.wait_procs([server, *children], timeout=30)
+    assert not alive and len(gone) == 3
+    with pytest.raises(OSError):
+        health(url)
+
+
+def test_launch_dry_run_with_reward_server_checks_it_on_loopback_and_stops_it(tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MED_RLVR_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    result = subprocess.run(
+        ["bash", "launch/train_ppo_medqa.sh", "--dry-run", "--reward-server", "--reward-scheme", "penalized",
+         "--output-dir", str(tmp_path / "run")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert ("med-rlvr: reward server (--reward-server) on this machine: rewards "
+            "{'correct': 1.0, 'wrong': -1.0, 'malformed': -1.0}") in result.stdout
+    port = int(re.search(r"med-rlvr reward server: http://127\.0\.0\.1:(\d+)/get_reward", result.stderr)[1])
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+@pytest.mark.ray
+def test_launch_reward_server_in_a_ray_job(ray_cluster, tiny_qwen2, tmp_path):
+    """`ray job submit -- bash launch/train_ppo_medqa.sh --reward-server`: the driver starts the server at
+    the node's address, the probe actor grades through it, OpenRLHF gets its URL, and the server ends
+    with the driver when the job stops at DeepSpeed's CUDA setup (no GPU here)."""
+    train = write_rows(tmp_path / "train.jsonl", launcher.sample_rows())
+    submit = ray_cli(
+        "job", "submit", "--address", ray_cluster, "--working-dir", ".", "--submission-id", "medrlvr-server", "--",
+        "bash", "launch/train_ppo_medqa.sh", "--reward-server", "--reward-scheme", "penalized", "--model", str(tiny_qwen2),
+        "--train-data", str(train), "--eval-data", "none", "--gpus-per-node", "1", "--output-dir", str(tmp_path / "run"),
+        *TINY_RUN,
+    )
+    logs = ray_cli("job", "logs", "--address", ray_cluster, "medrlvr-server").stdout
+    started = re.search(r"med-rlvr: reward server (http://[\d.]+:\d+/get_reward) replaces the reward file", logs)
+    assert started, logs[-5000:]
+    url = started[1]
+    probe = re.search(r"\(Probe pid=\d+\)\S* med-rlvr reward probe: env .*, rewards (\{.*?\})$", logs, re.M)
+    assert probe, logs[-3000:]
+    assert ast.literal_eval(probe[1]) == {"correct": 1.0, "wrong": -1.0, "malformed": -1.0}  # penalized, over HTTP
+    assert re.search(rf"remote_url=\['{re.escape(url)}'\]", logs)  # the arguments OpenRLHF's train() printed
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["reward"]["server"] is True and manifest["openrlhf_command"][-2:] == ["--reward.remote_url", url]
+    assert submit.returncode != 0 and "torch.cuda.set_device(local_rank)" in logs
+    deadline = time.monotonic() + 30
+    while True:  # the driver has exited: the server follows within seconds
+        try:
+            socket.create_connection((urlsplit(url).hostname, urlsplit(url).port), timeout=5).close()
+        except ConnectionRefusedError:
+            break
+        assert time.monotonic() < deadline, "the reward server outlived its job"
+        time.sleep(1)
