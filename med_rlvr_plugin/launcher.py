@@ -209,19 +209,43 @@ def check_train_assertions(module: str, args: SimpleNamespace) -> None:
         raise LaunchError(f"{path}: cannot evaluate train()'s assertions ({error}); is this OpenRLHF 0.11.2?") from None
 
 
-def check_batch_sizes(args: SimpleNamespace) -> None:
-    """DeepSpeed's gradient accumulation must be a whole number >= 1; otherwise only a GPU run finds out."""
-    for group in ("actor", "critic"):
-        if group == "critic" and not args.critic.model_name_or_path:
-            continue
-        gpus = getattr(args, group).num_nodes * getattr(args, group).num_gpus_per_node
+def check_batch_sizes(args: SimpleNamespace, gpus_of: dict[str, int] | None = None) -> None:
+    """DeepSpeed's gradient accumulation must be a whole number >= 1; otherwise only a GPU run finds out.
+
+    `gpus_of` maps each trained model to its GPUs; by default PPO's actor and, when there is one, critic.
+    """
+    if gpus_of is None:
+        gpus_of = {"actor": args.actor.num_nodes * args.actor.num_gpus_per_node}
+        if args.critic.model_name_or_path:
+            gpus_of["critic"] = args.critic.num_nodes * args.critic.num_gpus_per_node
+    for group, gpus in gpus_of.items():
         per_step = args.train.micro_batch_size * gpus // (args.ds.ring_attn_size * args.ds.tensor_parallel_size)
         if args.train.batch_size % per_step:
             raise LaunchError(
                 f"--train.batch_size {args.train.batch_size} is not a multiple of --train.micro_batch_size "
-                f"{args.train.micro_batch_size} x {gpus} {group} GPUs; raise the batch size or lower the micro "
+                f"{args.train.micro_batch_size} x {gpus} GPUs ({group}); raise the batch size or lower the micro "
                 "batch size (docs/launch.md, 'Scaling')"
             )
+
+
+def checkpoint_disk(args: SimpleNamespace, parameters: int | None, models: int, saves: int, best_saves: int = 0) -> dict | None:
+    """Peak disk of a run's checkpoints under OpenRLHF's save schedule, or None without a parameter count.
+
+    OpenRLHF rotates the DeepSpeed states of the `models` it saves (--ckpt.max_num) but never deletes a
+    Hugging Face copy; each best-checkpoint save adds a DeepSpeed set (the old best one is removed) and a
+    copy of its own. The final model is one more copy.
+    """
+    if not parameters:
+        return None
+    deepspeed_set = 0 if args.ckpt.disable_ds else models * DEEPSPEED_BYTES_PER_PARAMETER * parameters
+    hf_copy = HF_BYTES_PER_PARAMETER * parameters if args.ckpt.save_hf else 0
+    return {
+        "deepspeed_set": deepspeed_set,
+        "hf_copy": hf_copy,
+        "total": deepspeed_set * (min(args.ckpt.max_num, saves) + bool(best_saves))
+        + hf_copy * (saves + best_saves)
+        + HF_BYTES_PER_PARAMETER * parameters,
+    }
 
 
 def rank_shares(samples: int, micro_batch: int, ranks: int) -> list[int]:
@@ -311,20 +335,9 @@ def ppo_plan(args: SimpleNamespace, train_rows: int, eval_rows: int, parameters:
     saves = int(steps // save_steps) if math.isfinite(save_steps) else 0
     best = args.eval.dataset and args.ckpt.best_metric_key != "none"
 
-    disk = None
-    if parameters:
-        models = len(ranks_of)  # the actor's and the critic's DeepSpeed state; the reference is never saved
-        deepspeed_set = 0 if args.ckpt.disable_ds else models * DEEPSPEED_BYTES_PER_PARAMETER * parameters
-        hf_copy = HF_BYTES_PER_PARAMETER * parameters if args.ckpt.save_hf else 0
-        # OpenRLHF rotates the DeepSpeed states (--ckpt.max_num) but never deletes a Hugging Face copy;
-        # each new best eval adds a DeepSpeed set (the old best one is removed) and a copy of its own.
-        disk = {
-            "deepspeed_set": deepspeed_set,
-            "hf_copy": hf_copy,
-            "total": deepspeed_set * (min(args.ckpt.max_num, saves) + bool(best and evals))
-            + hf_copy * (saves + (evals if best else 0))
-            + HF_BYTES_PER_PARAMETER * parameters,  # the final model
-        }
+    # The actor's and the critic's DeepSpeed state (the reference is never saved); at worst every eval
+    # is a new best.
+    disk = checkpoint_disk(args, parameters, len(ranks_of), saves, evals if best else 0)
     return {
         "train_prompts": train_rows,
         "rollout": {"prompts": prompts, "samples_per_prompt": per_prompt, "samples": samples},
@@ -872,9 +885,7 @@ def check_sft(trainer_args: list[str], options: argparse.Namespace) -> SimpleNam
     # rank's share of the data (the sampler drops the remainder) must fill one accumulation window.
     gpus, micro, batch = options.num_gpus, args.train.micro_batch_size, args.train.batch_size
     rows_planned = README_TRAIN_ROWS if options.builtin_sample else len(rows)
-    if batch % (micro * gpus):
-        raise LaunchError(f"--train.batch_size {batch} is not a multiple of --train.micro_batch_size {micro} x {gpus} "
-                          "GPUs; raise the batch size or lower the micro batch size")
+    check_batch_sizes(args, {"model": gpus})
     steps = rows_planned // gpus // micro // (batch // micro // gpus) * args.train.max_epochs
     if not steps:
         raise LaunchError(f"{rows_planned} rows on {gpus} GPUs do not fill one batch of {batch}: lower --train.batch_size")
@@ -883,14 +894,8 @@ def check_sft(trainer_args: list[str], options: argparse.Namespace) -> SimpleNam
         args = parse_openrlhf_args(SFT_MODULE, trainer_args)
     saves = steps // args.ckpt.save_steps if args.ckpt.save_steps > 0 else 0
     parameters = model_parameters(args.model.model_name_or_path)
-    disk = None
-    if parameters:
-        deepspeed_set = 0 if args.ckpt.disable_ds else DEEPSPEED_BYTES_PER_PARAMETER * parameters
-        hf_copy = HF_BYTES_PER_PARAMETER * parameters if args.ckpt.save_hf else 0
-        disk = {"deepspeed_set": deepspeed_set, "hf_copy": hf_copy,
-                "total": deepspeed_set * min(args.ckpt.max_num, saves) + hf_copy * saves + HF_BYTES_PER_PARAMETER * parameters}
     plan = {"train_rows": rows_planned, "steps": steps, "checkpoints": {"every": args.ckpt.save_steps, "count": saves},
-            "parameters": parameters, "disk_bytes": disk}
+            "parameters": parameters, "disk_bytes": checkpoint_disk(args, parameters, 1, saves)}
     return SimpleNamespace(args=args, trainer_args=trainer_args, data={"train": {"files": args.data.dataset, "rows": len(rows)}},
                            plan=plan)
 
