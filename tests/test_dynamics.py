@@ -167,7 +167,7 @@ def sample_lines(folder: Path) -> list[dict]:
 def test_concurrent_calls_write_every_sampled_line_whole(monkeypatch, tmp_path):
     reward_func = load_reward_file(monkeypatch, {"MED_RLVR_ROLLOUT_SAMPLES": "1", "MED_RLVR_ROLLOUT_DIR": str(tmp_path)})
     # Responses of up to 200 KB: far past the size a single write is atomic for on a pipe, and past a page.
-    responses = [f" <think>call {index} " + "x" * (index * 997 % 200_000) + f"</think><answer>B</answer>"
+    responses = [f" <think>call {index} " + "x" * (index * 997 % 200_000) + "</think><answer>B</answer>"
                  for index in range(300)]
     responses[0] = " <think>é, 中, and a lone surrogate \ud800 from a bad decode</think><answer>B</answer>"
     with ThreadPoolExecutor(8) as pool:

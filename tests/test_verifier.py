@@ -320,7 +320,7 @@ def test_left_truncated_prompt_of_which_only_a_short_tail_survives(kept):
 
 
 def test_chat_prompt_truncated_to_its_last_line():
-    chat = f"<|im_start|>user\nWhich is the treatment?\nC. Levothyroxine<|im_end|>\n<|im_start|>assistant\n"
+    chat = "<|im_start|>user\nWhich is the treatment?\nC. Levothyroxine<|im_end|>\n<|im_start|>assistant\n"
     response = f"<think>{REASONING}</think>\n<answer>C</answer><|im_end|>"
     for kept in ("assistant\n", "\n"):
         verdict = grade_response(kept + response, chat, GOLD, STRICT)
