@@ -30,7 +30,9 @@ ROWS = 10_178  # MedQA-USMLE 4-option train split
 
 
 def medqa_like_input(path: Path, rows: int) -> None:
-    real = [json.loads(line) for name in ("us_4opt_dev.jsonl", "us_4opt_test.jsonl") for line in open(SHARED_DATA / name)]
+    real = [
+        json.loads(line) for name in ("us_4opt_dev.jsonl", "us_4opt_test.jsonl") for line in open(SHARED_DATA / name)
+    ]
     with open(path, "w", encoding="utf-8") as handle:
         for i in range(rows):
             row = real[i % len(real)]
@@ -45,7 +47,9 @@ def plain_json(source: Path, output: Path) -> None:
 BASELINE = "baseline (json read + write)"
 VARIANTS = {
     BASELINE: lambda source, folder: plain_json(source, folder / "plain.jsonl"),
-    "prepare medqa (base)": lambda source, folder: prepare("medqa", folder / "a.jsonl", input_path=source, overwrite=True),
+    "prepare medqa (base)": lambda source, folder: prepare(
+        "medqa", folder / "a.jsonl", input_path=source, overwrite=True
+    ),
     "prepare medqa --chat --sft": lambda source, folder: prepare(
         "medqa", folder / "b.jsonl", input_path=source, chat=True, sft=True, overwrite=True
     ),

@@ -40,15 +40,17 @@ def response(rng: random.Random, label: str) -> str:
     """A response whose kind and length (about 30 to 450 thinking words) are drawn at random."""
     think = SENTENCE * rng.randint(2, 30)
     wrong = "A" if label != "A" else "B"
-    return rng.choice([
-        f" <think>{think}</think> <answer>{label}</answer>",
-        f" <think>{think}</think> <answer>{label}</answer>",
-        f" <think>{think}</think> <answer>The answer is ({wrong}).</answer>",
-        f" Let me solve this step by step. <think>{think}</think> <answer>{label}</answer>",
-        f" <think>{label}</think> <answer>{label}</answer>",
-        f" <think>{think}</think> <answer>{label}</answer> I hope this helps.",
-        f" <think>{think}",
-    ])
+    return rng.choice(
+        [
+            f" <think>{think}</think> <answer>{label}</answer>",
+            f" <think>{think}</think> <answer>{label}</answer>",
+            f" <think>{think}</think> <answer>The answer is ({wrong}).</answer>",
+            f" Let me solve this step by step. <think>{think}</think> <answer>{label}</answer>",
+            f" <think>{label}</think> <answer>{label}</answer>",
+            f" <think>{think}</think> <answer>{label}</answer> I hope this helps.",
+            f" <think>{think}",
+        ]
+    )
 
 
 def write_log(folder: Path, count: int) -> Path:
@@ -57,10 +59,19 @@ def write_log(folder: Path, count: int) -> Path:
     with open(path, "w", encoding="utf-8") as handle:
         for index in range(count):
             row = rows[index % len(rows)] | {"id": str(index)}
-            line = {"doc_id": index, "doc": row, "target": row["label"],
-                    "arguments": {"gen_args_0": {"arg_0": row["prompt"],
-                                                 "arg_1": {"until": [], "max_gen_toks": 1024, "do_sample": False}}},
-                    "resps": [[response(rng, row["label"])]], "filter": "none"}
+            line = {
+                "doc_id": index,
+                "doc": row,
+                "target": row["label"],
+                "arguments": {
+                    "gen_args_0": {
+                        "arg_0": row["prompt"],
+                        "arg_1": {"until": [], "max_gen_toks": 1024, "do_sample": False},
+                    }
+                },
+                "resps": [[response(rng, row["label"])]],
+                "filter": "none",
+            }
             handle.write(json.dumps(line) + "\n")
     return path
 
@@ -95,7 +106,9 @@ def main() -> None:
         print(f"{'run':<40} {'seconds':>8} {'responses/s':>12} {'ratio':>6}")
         baseline = min(next(iter(times.values())))
         for name, seconds in times.items():
-            print(f"{name:<40} {min(seconds):>8.3f} {args.responses / min(seconds):>12,.0f} {min(seconds) / baseline:>6.2f}")
+            print(
+                f"{name:<40} {min(seconds):>8.3f} {args.responses / min(seconds):>12,.0f} {min(seconds) / baseline:>6.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,11 @@ def floor_reward(queries, prompts, labels, **kwargs):
     match = ANSWER.search(response)
     correct = well_formed and match is not None and match.group(1) == labels[0]
     reward = 1.0 if correct else (0.0 if well_formed else -1.0)
-    return {"rewards": torch.tensor(reward), "scores": torch.tensor(float(correct)),
-            "extra_logs": {"accuracy": torch.tensor(float(correct))}}
+    return {
+        "rewards": torch.tensor(reward),
+        "scores": torch.tensor(float(correct)),
+        "extra_logs": {"accuracy": torch.tensor(float(correct))},
+    }
 
 
 def load_reward_func(environ: dict[str, str] | None = None):
@@ -126,8 +129,12 @@ def main() -> None:
     times = []
     for size in sizes:
         prompts = [PROMPT.replace("\nA. ", f"\nA. {copy}" + " " * size + "x ", 1) for copy in range(3)]
-        times.append(min(per_call_seconds(reward_func, prompt + "<think>x</think><answer>C</answer>", 1, prompt)[0]
-                         for prompt in prompts))
+        times.append(
+            min(
+                per_call_seconds(reward_func, prompt + "<think>x</think><answer>C</answer>", 1, prompt)[0]
+                for prompt in prompts
+            )
+        )
     report("spaces in an option line", times)
 
 

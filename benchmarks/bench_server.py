@@ -77,8 +77,10 @@ def main() -> None:
     singles = [{"query": [query], "prompts": [prompt], "labels": [label]} for query, prompt, label in data]
     batched_data = samples(args.batch * args.batches)
     batches = [
-        {key: [sample[position] for sample in batched_data[index : index + args.batch]]
-         for position, key in enumerate(("query", "prompts", "labels"))}
+        {
+            key: [sample[position] for sample in batched_data[index : index + args.batch]]
+            for position, key in enumerate(("query", "prompts", "labels"))
+        }
         for index in range(0, len(batched_data), args.batch)
     ]
     batch_rewards = [reward_func(body["query"], body["prompts"], body["labels"])["rewards"] for body in batches]
@@ -91,22 +93,52 @@ def main() -> None:
 
     try:
         runs = [
-            (f"1 sample/request, new connection each, {args.clients} clients", singles, rewards, args.clients, True, 1),
-            (f"1 sample/request, kept-alive connections, {args.clients} clients", singles, rewards, args.clients, False, 1),
-            (f"{args.batch} samples/request, kept-alive connections, 8 clients", batches, batch_rewards, 8, False, args.batch),
+            (
+                f"1 sample/request, new connection each, {args.clients} clients",
+                singles,
+                rewards,
+                args.clients,
+                True,
+                1,
+            ),
+            (
+                f"1 sample/request, kept-alive connections, {args.clients} clients",
+                singles,
+                rewards,
+                args.clients,
+                False,
+                1,
+            ),
+            (
+                f"{args.batch} samples/request, kept-alive connections, 8 clients",
+                batches,
+                batch_rewards,
+                8,
+                False,
+                args.batch,
+            ),
         ]
-        print(f"reward server, {args.workers} workers, on 127.0.0.1; in-process reward file: {in_process:,.0f} samples/s")
-        print(f"{'load':>58} {'requests':>9} {'samples/s':>10} {'vs in-process':>14} {'p50 ms':>8} {'p99 ms':>8} "
-              f"{'errors':>7} {'server CPU us/sample':>21} {'client CPU us/sample':>21}")
+        print(
+            f"reward server, {args.workers} workers, on 127.0.0.1; in-process reward file: {in_process:,.0f} samples/s"
+        )
+        print(
+            f"{'load':>58} {'requests':>9} {'samples/s':>10} {'vs in-process':>14} {'p50 ms':>8} {'p99 ms':>8} "
+            f"{'errors':>7} {'server CPU us/sample':>21} {'client CPU us/sample':>21}"
+        )
         for name, bodies, expected, clients, fresh, per_request in runs:
             cpu_before, client_before = server_cpu(), time.process_time()
             result = asyncio.run(load(url, bodies, expected, clients, fresh))
             count = len(bodies) * per_request
-            server_us, client_us = ((server_cpu() - cpu_before) / count * 1e6, (time.process_time() - client_before) / count * 1e6)
+            server_us, client_us = (
+                (server_cpu() - cpu_before) / count * 1e6,
+                (time.process_time() - client_before) / count * 1e6,
+            )
             latencies = result["latencies"]
-            print(f"{name:>58} {len(bodies):>9} {count / result['wall']:>10,.0f} {count / result['wall'] / in_process:>14.2f} "
-                  f"{statistics.median(latencies) * 1e3:>8.1f} {latencies[int(0.99 * (len(latencies) - 1))] * 1e3:>8.1f} "
-                  f"{result['errors']:>7} {server_us:>21,.0f} {client_us:>21,.0f}")
+            print(
+                f"{name:>58} {len(bodies):>9} {count / result['wall']:>10,.0f} {count / result['wall'] / in_process:>14.2f} "
+                f"{statistics.median(latencies) * 1e3:>8.1f} {latencies[int(0.99 * (len(latencies) - 1))] * 1e3:>8.1f} "
+                f"{result['errors']:>7} {server_us:>21,.0f} {client_us:>21,.0f}"
+            )
     finally:
         process.terminate()
         process.wait()

@@ -37,33 +37,43 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--split",
-        help="hub split; default: "
-        + ", ".join(f"{name} {source.default_split}" for name, source in SOURCES.items()),
+        help="hub split; default: " + ", ".join(f"{name} {source.default_split}" for name, source in SOURCES.items()),
     )
     parser.add_argument("--category", help="mmlu_pro only: keep rows of this category (the paper's: health)")
     parser.add_argument(
-        "--ids", metavar="FILE",
+        "--ids",
+        metavar="FILE",
         help="keep only rows whose id is a key of this JSON object (or in this JSON array); PubMedQA's "
         "test_ground_truth.json selects the standard 500-question test split, its answers checked",
     )
-    parser.add_argument("--chat", action="store_true", help="prompt as a messages list, for --data.apply_chat_template")
+    parser.add_argument(
+        "--chat", action="store_true", help="prompt as a messages list, for --data.apply_chat_template"
+    )
     parser.add_argument("--sft", action="store_true", help="add the SFT baseline's target as `response`")
     parser.add_argument(
-        "--verl", action="store_true",
+        "--verl",
+        action="store_true",
         help="write verl's RL parquet layout (NAME.parquet, chat prompts) for med_rlvr_plugin/verl_reward.py (docs/reuse.md)",
     )
     parser.add_argument("--shuffle", action="store_true", help="shuffle the rows (seeded, so reproducible)")
     parser.add_argument("--seed", type=int, help="seed of --shuffle and of the --dev-output sample (default 0)")
     parser.add_argument("--limit", type=int, help="write at most this many rows (after --shuffle)")
-    parser.add_argument("--exclude", nargs="+", default=[], metavar="FILE", help="drop questions found in these prepared files")
     parser.add_argument(
-        "--dev-output", metavar="FILE",
+        "--exclude", nargs="+", default=[], metavar="FILE", help="drop questions found in these prepared files"
+    )
+    parser.add_argument(
+        "--dev-output",
+        metavar="FILE",
         help="also write a dev file: --dev-size questions sampled (seeded) after --exclude, kept out of --output",
     )
     parser.add_argument("--dev-size", type=int, help="questions in --dev-output (default 500)")
-    parser.add_argument("--skip-invalid", action="store_true", help="drop invalid rows (each is reported) instead of stopping")
     parser.add_argument(
-        "--cop-base", type=int, choices=(0, 1),
+        "--skip-invalid", action="store_true", help="drop invalid rows (each is reported) instead of stopping"
+    )
+    parser.add_argument(
+        "--cop-base",
+        type=int,
+        choices=(0, 1),
         help="medmcqa only: cop counts from 0 (hub) or 1 (original); must agree with the file's evidence",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs and their summaries")
@@ -99,17 +109,42 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     show(summary, "skipped", "skipped", lambda row: f"{row['location']}: field {row['field']!r}: {row['reason']}")
-    show(summary, "duplicate_rows", "duplicate", lambda row: f"{row['location']} (id {row['id']}) repeats {row['same_as']}")
-    show(summary, "identical_option_rows", "identical options", lambda row: f"{row['location']}: {', '.join(row['options'])}")
     show(
-        summary, "cop_explanation_disagreement_rows", "explanation disagrees",
+        summary,
+        "duplicate_rows",
+        "duplicate",
+        lambda row: f"{row['location']} (id {row['id']}) repeats {row['same_as']}",
+    )
+    show(
+        summary,
+        "identical_option_rows",
+        "identical options",
+        lambda row: f"{row['location']}: {', '.join(row['options'])}",
+    )
+    show(
+        summary,
+        "cop_explanation_disagreement_rows",
+        "explanation disagrees",
         lambda row: f"{row['location']}: cop gives {row['label']}, the explanation says {row['explanation_says']}",
     )
     show(summary, "stale_temporaries_removed", "removed a killed run's temporary", str)
     for key in (
-        "input", "output", "rows_read", "rows_not_in_category", "ids_file", "rows_not_in_ids", "cop_convention",
-        "rows_skipped", "skipped_by_field", "rows_excluded", "rows_moved_to_dev", "rows_dropped_as_copies_of_dev_questions",
-        "duplicates", "identical_options", "rows_cut_by_limit", "rows_written",
+        "input",
+        "output",
+        "rows_read",
+        "rows_not_in_category",
+        "ids_file",
+        "rows_not_in_ids",
+        "cop_convention",
+        "rows_skipped",
+        "skipped_by_field",
+        "rows_excluded",
+        "rows_moved_to_dev",
+        "rows_dropped_as_copies_of_dev_questions",
+        "duplicates",
+        "identical_options",
+        "rows_cut_by_limit",
+        "rows_written",
     ):
         if key in summary and not (key == "skipped_by_field" and not summary[key]):
             print(f"{key}: {summary[key]}")
@@ -117,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"option counts: {summary['option_count_distribution']}")
     print(f"summary: {summary_path(args.output)}")
     if args.dev_output:
-        print(f"dev: {args.dev_output} ({summary['rows_moved_to_dev']} rows, seed {summary['dev_seed']}); "
-              f"summary: {summary_path(args.dev_output)}")
+        print(
+            f"dev: {args.dev_output} ({summary['rows_moved_to_dev']} rows, seed {summary['dev_seed']}); "
+            f"summary: {summary_path(args.dev_output)}"
+        )
     return 0
 
 

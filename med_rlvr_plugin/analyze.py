@@ -110,8 +110,10 @@ def read_eval_logs(folders: Iterable[Path]) -> dict[tuple[str, str], list[dict[s
                 try:
                     sample = json.loads(line)
                     prompt, label = sample["arguments"]["gen_args_0"]["arg_0"], sample["doc"]["label"]
-                    logs[key] += [sample_logs(grade_response(prompt + text, prompt, label), prompt)
-                                  for text in sample["resps"][0]]
+                    logs[key] += [
+                        sample_logs(grade_response(prompt + text, prompt, label), prompt)
+                        for text in sample["resps"][0]
+                    ]
                 except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as error:
                     raise AnalyzeError(
                         f"{path}:{number}: not a graded lm-eval generate_until sample ({type(error).__name__}: "
@@ -134,8 +136,9 @@ def place_samples(records: list[dict], scalars: Mapping[str, Sequence[tuple[floa
     Without events, the span from the first to the last sample is cut into `bins` equal times (fewer when
     there are under 20 samples a bin), numbered from 1.
     """
-    logged = sorted({(time, step) for tag, points in scalars.items() if tag.startswith("train/")
-                     for time, step, _ in points})
+    logged = sorted(
+        {(time, step) for tag, points in scalars.items() if tag.startswith("train/") for time, step, _ in points}
+    )
     if logged:
         times = [time for time, _ in logged]
         for record in records:
@@ -149,7 +152,9 @@ def place_samples(records: list[dict], scalars: Mapping[str, Sequence[tuple[floa
     return "time bin"
 
 
-def step_series(records: Sequence[dict], scalars: Mapping[str, Sequence[tuple[float, int, float]]]) -> tuple[list, str]:
+def step_series(
+    records: Sequence[dict], scalars: Mapping[str, Sequence[tuple[float, int, float]]]
+) -> tuple[list, str]:
     """[(x, {key: value})] per step, and where it came from: TensorBoard when it has the behaviour curves
     (every response of each step), else the placed rollout samples. A step logged twice (a resumed run
     does the steps after its checkpoint again) has its later value."""
@@ -225,8 +230,12 @@ def plot_behaviour(series: Sequence, stages: Sequence[Stage], axis: str, path: P
     plt = _pyplot()
     figure, (strip, axes) = plt.subplots(2, 1, figsize=FIGURE_SIZE, sharex=True, gridspec_kw={"height_ratios": [1, 7]})
     xs = [x for x, _ in series]
-    axes.stackplot(xs, *([class_shares(values)[name] for _, values in series] for name in CLASSES),
-                   labels=[name.replace("_", " ") for name in CLASSES], colors=CLASS_COLORS)
+    axes.stackplot(
+        xs,
+        *([class_shares(values)[name] for _, values in series] for name in CLASSES),
+        labels=[name.replace("_", " ") for name in CLASSES],
+        colors=CLASS_COLORS,
+    )
     for stage in stages:
         number = STAGES.index(stage.name) + 1
         left, right = stage.first_step - 0.5, stage.last_step + 0.5
@@ -284,8 +293,14 @@ def plot_eval(evals: Sequence[Mapping], path: Path) -> None:
 # ---------------------------------------------------------------- the command
 
 
-def analyze(run_dir: str | os.PathLike, output: str | os.PathLike, eval_dirs: Sequence[str | os.PathLike] = (),
-            bins: int = 50, window: int = 5, min_steps: int = 3) -> dict:
+def analyze(
+    run_dir: str | os.PathLike,
+    output: str | os.PathLike,
+    eval_dirs: Sequence[str | os.PathLike] = (),
+    bins: int = 50,
+    window: int = 5,
+    min_steps: int = 3,
+) -> dict:
     """Read the run, write the plots, report.md and timeline.json into `output`; returns timeline.json's content."""
     run_dir, output = Path(run_dir), Path(output)
     if not run_dir.is_dir():
@@ -307,17 +322,29 @@ def analyze(run_dir: str | os.PathLike, output: str | os.PathLike, eval_dirs: Se
             "pass --eval FOLDER"
         )
     stages = stage_timeline([(x, class_shares(values)) for x, values in series], window, min_steps)
-    evals = [{"checkpoint": name, "task": task, "responses": len(rows), **_mean_logs(rows)}
-             for (name, task), rows in sorted(eval_logs.items(), key=lambda item: checkpoint_order(item[0][0])) if rows]
+    evals = [
+        {"checkpoint": name, "task": task, "responses": len(rows), **_mean_logs(rows)}
+        for (name, task), rows in sorted(eval_logs.items(), key=lambda item: checkpoint_order(item[0][0]))
+        if rows
+    ]
     # Checkpoints are few and far apart: each is its own step, unsmoothed.
     eval_stages = {}
     for task in sorted({entry["task"] for entry in evals}):
         entries = [entry for entry in evals if entry["task"] == task]
         timeline = stage_timeline([(index, class_shares(entry)) for index, entry in enumerate(entries)], 1, 1)
-        eval_stages[task] = [{"name": stage.name, "first": entries[stage.first_step]["checkpoint"],
-                              "last": entries[stage.last_step]["checkpoint"]} for stage in timeline]
+        eval_stages[task] = [
+            {
+                "name": stage.name,
+                "first": entries[stage.first_step]["checkpoint"],
+                "last": entries[stage.last_step]["checkpoint"],
+            }
+            for stage in timeline
+        ]
     summary = {
-        "run_dir": str(run_dir), "source": source, "axis": axis, "rollout_samples": len(records),
+        "run_dir": str(run_dir),
+        "source": source,
+        "axis": axis,
+        "rollout_samples": len(records),
         "rollout_samples_per_x": dict(sorted(Counter(record["x"] for record in records).items())),
         "stages": [{"name": s.name, "first": s.first_step, "last": s.last_step, "shares": s.shares} for s in stages],
         "steps": [{"x": x, **values} for x, values in series],
@@ -356,28 +383,64 @@ def report_markdown(summary: Mapping, stages: Sequence[Stage], records: Sequence
                 placed = "at the first training step logged after each (TensorBoard wall times)"
             lines += [f"Rollout samples: {len(records)} from {files} process file(s), placed {placed}.", ""]
         lines += [*(f"Note: {note}.\n" for note in notes), "## Stage timeline", ""]
-        rows = [[str(STAGES.index(s.name) + 1), s.name, f"{s.first_step}-{s.last_step}",
-                 *(_percent(s.shares[name]) for name in CLASSES)] for s in stages]
-        lines += [_table(["#", "stage", axis + "s", *shares], rows), "", "![class shares](behaviour.png)", "",
-                  "![rates](rates.png)", "", "![lengths](lengths.png)", "", "## Examples", ""]
+        rows = [
+            [
+                str(STAGES.index(s.name) + 1),
+                s.name,
+                f"{s.first_step}-{s.last_step}",
+                *(_percent(s.shares[name]) for name in CLASSES),
+            ]
+            for s in stages
+        ]
+        lines += [
+            _table(["#", "stage", axis + "s", *shares], rows),
+            "",
+            "![class shares](behaviour.png)",
+            "",
+            "![rates](rates.png)",
+            "",
+            "![lengths](lengths.png)",
+            "",
+            "## Examples",
+            "",
+        ]
         for stage in stages:
             lines += [f"### {stage.name} ({axis}s {stage.first_step}-{stage.last_step})", ""]
             chosen = examples(stage, records)
             if not chosen:
                 lines += ["No rollout sample in these steps.", ""]
             for record in chosen:
-                lines += [f"{axis.capitalize()} {record['x']} ({_utc(record['time'])}), "
-                          f"{record['class'].replace('_', ' ')}, reward {record['reward']:g}, label {record['label']}, "
-                          f"answer {record['letter'] or 'none'}:", "", _fenced(record["completion"]), ""]
+                lines += [
+                    f"{axis.capitalize()} {record['x']} ({_utc(record['time'])}), "
+                    f"{record['class'].replace('_', ' ')}, reward {record['reward']:g}, label {record['label']}, "
+                    f"answer {record['letter'] or 'none'}:",
+                    "",
+                    _fenced(record["completion"]),
+                    "",
+                ]
     if summary["eval"]:
-        lines += ["## Evaluation responses per checkpoint", "",
-                  "Each lm-eval response graded again (lenient format) and classed as during training.", ""]
-        rows = [[entry["checkpoint"], entry["task"], str(entry["responses"]), _percent(entry["accuracy"]),
-                 *(_percent(entry[f"behaviour_{name}"]) for name in CLASSES)] for entry in summary["eval"]]
+        lines += [
+            "## Evaluation responses per checkpoint",
+            "",
+            "Each lm-eval response graded again (lenient format) and classed as during training.",
+            "",
+        ]
+        rows = [
+            [
+                entry["checkpoint"],
+                entry["task"],
+                str(entry["responses"]),
+                _percent(entry["accuracy"]),
+                *(_percent(entry[f"behaviour_{name}"]) for name in CLASSES),
+            ]
+            for entry in summary["eval"]
+        ]
         lines += [_table(["checkpoint", "task", "responses", "accuracy", *shares], rows), "", "![eval](eval.png)", ""]
         for task, timeline in summary["eval_stages"].items():
-            spans = (f"{s['name']} ({s['first']}" + (f" to {s['last']})" if s["last"] != s["first"] else ")")
-                     for s in timeline)
+            spans = (
+                f"{s['name']} ({s['first']}" + (f" to {s['last']})" if s["last"] != s["first"] else ")")
+                for s in timeline
+            )
             lines += [f"Stages across checkpoints, {task}: " + "; ".join(spans), ""]
     return "\n".join(lines)
 
@@ -396,15 +459,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m med_rlvr_plugin.analyze", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", help="the run's OUTPUT_DIR (rollouts/, tensorboard/, eval/)")
     parser.add_argument("--output", required=True, help="folder for the plots, report.md and timeline.json")
-    parser.add_argument("--eval", action="append", default=[], metavar="FOLDER",
-                        help="lm-eval sample logs, one sub-folder per checkpoint (default RUN_DIR/eval); repeatable")
+    parser.add_argument(
+        "--eval",
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="lm-eval sample logs, one sub-folder per checkpoint (default RUN_DIR/eval); repeatable",
+    )
     parser.add_argument("--bins", type=int, default=50, help="time bins without TensorBoard events (default 50)")
     parser.add_argument("--window", type=int, default=5, help="steps averaged around each step (default 5)")
-    parser.add_argument("--min-steps", type=int, default=3, help="shorter runs of a class join the run before (default 3)")
+    parser.add_argument(
+        "--min-steps", type=int, default=3, help="shorter runs of a class join the run before (default 3)"
+    )
     options = parser.parse_args(argv)
     try:
-        summary = analyze(options.run_dir, options.output, options.eval, bins=options.bins, window=options.window,
-                          min_steps=options.min_steps)
+        summary = analyze(
+            options.run_dir,
+            options.output,
+            options.eval,
+            bins=options.bins,
+            window=options.window,
+            min_steps=options.min_steps,
+        )
     except AnalyzeError as error:
         print(f"med-rlvr analyze: error: {error}", file=sys.stderr)
         return 1

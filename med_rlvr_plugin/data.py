@@ -321,8 +321,12 @@ def verl_row(row: Mapping, index: int) -> dict:
         "prompt": row["prompt"],
         "ability": "medical_mcqa",
         "reward_model": {"style": "rule", "ground_truth": row["label"]},
-        "extra_info": {"index": index, "id": row["id"], "question": row["question"],
-                       "prompt": "\n".join(message["content"] for message in row["prompt"])},
+        "extra_info": {
+            "index": index,
+            "id": row["id"],
+            "question": row["question"],
+            "prompt": "\n".join(message["content"] for message in row["prompt"]),
+        },
     }
 
 
@@ -380,8 +384,10 @@ def _open_binary(path: Path) -> io.BufferedIOBase:
 
 
 BYTE_ORDER_MARKS = (
-    (codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
-    (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"),
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
 )
 
 
@@ -434,7 +440,9 @@ def _from_document(value: object, path: Path, source: Source) -> list[tuple[str,
         first_key, first = next(iter(value.items()))
         if source.keyed_release and source.keyed_release[0][0] in first:
             return [(f"{path} entry {key}", _rebuild(key, entry, source)) for key, entry in value.items()]
-        found = f"an object of {len(value)} objects keyed by id (the first, {first_key!r}, has {', '.join(sorted(first))})"
+        found = (
+            f"an object of {len(value)} objects keyed by id (the first, {first_key!r}, has {', '.join(sorted(first))})"
+        )
     elif isinstance(value, dict):
         found = f"one object with keys {', '.join(sorted(value))}, not a question (no {source.question!r})"
     else:
@@ -476,7 +484,9 @@ def _read_json(path: Path, source: Source) -> list[tuple[str, dict]]:
                     try:
                         located.append((f"{path}:{number}", DECODER.decode(line)))
                     except json.JSONDecodeError as error:
-                        raise DataError(f"{path}:{number}: not valid JSON ({error.msg}); the file is damaged") from None
+                        raise DataError(
+                            f"{path}:{number}: not valid JSON ({error.msg}); the file is damaged"
+                        ) from None
                     except DuplicateKey as error:
                         raise DataError(_duplicate_key_message(f"{path}:{number}", error)) from None
             else:
@@ -494,7 +504,9 @@ def _read_json(path: Path, source: Source) -> list[tuple[str, dict]]:
     try:
         value = DECODER.decode(document)
     except json.JSONDecodeError as error:
-        raise DataError(f"{path}:{error.lineno + start - 1}: not valid JSON ({error.msg}); the file is damaged") from None
+        raise DataError(
+            f"{path}:{error.lineno + start - 1}: not valid JSON ({error.msg}); the file is damaged"
+        ) from None
     except DuplicateKey as error:
         line = _duplicate_key_line(document) + start - 1
         raise DataError(_duplicate_key_message(f"{path}:{line}", error)) from None
@@ -592,7 +604,8 @@ def _answer_index_base(
     evidence = "; ".join(
         f"counting from {base}: {field} {0 if base == 0 else count} in {len(only[base])} rows"
         + (f" ({_examples(only[base])})" if only[base] else "")
-        + f", explanations agree in {len(agree[base])}" + (f" ({_examples(agree[base])})" if agree[base] else "")
+        + f", explanations agree in {len(agree[base])}"
+        + (f" ({_examples(agree[base])})" if agree[base] else "")
         for base in (0, 1)
     )
     if cop_base is not None:
@@ -630,8 +643,11 @@ def _answer_index_base(
     report = {
         f"{field}_convention": f"counted from {base}: {why} ({evidence})",
         f"{field}_evidence": {
-            f"from_{side}": {"rows": len(support[side]), f"{field}_only_readable": len(only[side]),
-                             "explanations_agree": len(agree[side])}
+            f"from_{side}": {
+                "rows": len(support[side]),
+                f"{field}_only_readable": len(only[side]),
+                "explanations_agree": len(agree[side]),
+            }
             for side in (0, 1)
         },
         f"{field}_explanation_disagreements": len(disagreements),
@@ -678,12 +694,16 @@ def _read_ids(path: Path) -> dict[str, str | None]:
         with _open_text(path) as text:
             value = DECODER.decode(text.read())
     except (ValueError, EOFError, gzip.BadGzipFile, zlib.error) as error:  # JSON, repeated key, encoding, gzip
-        raise DataError(f"{path}: --ids takes a UTF-8 JSON object keyed by id or JSON array of ids ({error})") from None
+        raise DataError(
+            f"{path}: --ids takes a UTF-8 JSON object keyed by id or JSON array of ids ({error})"
+        ) from None
     if isinstance(value, dict):
         return {str(key): answer if isinstance(answer, str) else None for key, answer in value.items()}
     if isinstance(value, list):
         return {str(key): None for key in value}
-    raise DataError(f"{path}: --ids takes a JSON object keyed by id or a JSON array of ids, not a {type(value).__name__}")
+    raise DataError(
+        f"{path}: --ids takes a JSON object keyed by id or a JSON array of ids, not a {type(value).__name__}"
+    )
 
 
 def summary_path(output: str | os.PathLike) -> Path:
@@ -769,7 +789,9 @@ def _check_writable(path: Path) -> None:
         probe.unlink()
     except OSError as error:
         reason = error.strerror or error
-        raise DataError(f"cannot write {path}: {reason}; choose another path or fix the folder's permissions") from None
+        raise DataError(
+            f"cannot write {path}: {reason}; choose another path or fix the folder's permissions"
+        ) from None
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -832,7 +854,9 @@ def prepare(
         raise DataError(f"--limit must be at least 1, got {limit}")
     if dev_output is not None and dev_size < 1:
         raise DataError(f"--dev-size must be at least 1, got {dev_size}")
-    read = [(Path(path), role) for path, role in ((input_path, "the input"), (ids, "the --ids file")) if path is not None]
+    read = [
+        (Path(path), role) for path, role in ((input_path, "the input"), (ids, "the --ids file")) if path is not None
+    ]
     read += [(Path(path), "an --exclude file") for path in exclude]
     names = ["--output", "--output's summary", "--dev-output", "--dev-output's summary"]
     for index, (path, name) in enumerate(zip(targets, names)):
@@ -870,7 +894,9 @@ def prepare(
     expected_answers: dict[str, str | None] = {}
     if ids is not None:
         expected_answers = _read_ids(Path(ids))
-        selected = [(location, row) for location, row in rows if str(_field(row, source.id, False)) in expected_answers]
+        selected = [
+            (location, row) for location, row in rows if str(_field(row, source.id, False)) in expected_answers
+        ]
         missing = sorted(set(expected_answers) - {str(_field(row, source.id)) for _, row in selected})
         if missing:
             raise DataError(
@@ -995,6 +1021,7 @@ def prepare(
         "identical_options": len(identical),
         "identical_option_rows": identical,
     }
+
     def encode(rows: list[dict]) -> Iterable[str] | bytes:
         """A prepared file's content: JSON lines, or verl's parquet."""
         if not verl:
@@ -1003,7 +1030,9 @@ def prepare(
         import pyarrow.parquet
 
         buffer = io.BytesIO()
-        pyarrow.parquet.write_table(pyarrow.Table.from_pylist([verl_row(out, index) for index, out in enumerate(rows)]), buffer)
+        pyarrow.parquet.write_table(
+            pyarrow.Table.from_pylist([verl_row(out, index) for index, out in enumerate(rows)]), buffer
+        )
         return buffer.getvalue()
 
     files = {output: encode(kept)}

@@ -156,8 +156,12 @@ def stage_timeline(
         names.append(STAGES[5] if hacked and label in ("verbose", "concise") else _STAGE_OF[label])
     steps = [step for step, _ in series]
     return [
-        Stage(name, steps[start], steps[end - 1], {c: sum(row[i] for row in rows[start:end]) / (end - start)
-                                                   for i, c in enumerate(CLASSES)})
+        Stage(
+            name,
+            steps[start],
+            steps[end - 1],
+            {c: sum(row[i] for row in rows[start:end]) / (end - start) for i, c in enumerate(CLASSES)},
+        )
         for name, start, end in _runs(names)
     ]
 

@@ -89,8 +89,12 @@ def check_row(row: object, where: str) -> bool:
         raise EvalError(f"{where}: no field {missing}; {fix}")
     prompt = row["prompt"]
     chat = isinstance(prompt, list)
-    if chat and not (len(prompt) == 1 and isinstance(prompt[0], dict) and prompt[0].get("role") == "user"
-                     and isinstance(prompt[0].get("content"), str)):
+    if chat and not (
+        len(prompt) == 1
+        and isinstance(prompt[0], dict)
+        and prompt[0].get("role") == "user"
+        and isinstance(prompt[0].get("content"), str)
+    ):
         raise EvalError(f"{where}: field 'prompt': a chat prompt must be exactly one user message; {fix}")
     if not chat and not (isinstance(prompt, str) and prompt.strip()):
         raise EvalError(f"{where}: field 'prompt' must be non-empty text or a messages list; {fix}")
@@ -126,17 +130,19 @@ def grade_texts(prompt: str, texts: Sequence[str], label: object, config: Reward
     for text in texts:
         grade = grade_response(prompt + text, prompt, label, lenient)
         strict_grade = grade_response(prompt + text, prompt, label, strict)
-        totals.update({
-            "acc": grade.correct,
-            "acc_strict": strict_grade.correct,
-            "well_formed": grade.well_formed,
-            "relaxed_acc": relaxed_letter(grade.completion) == gold,
-            "answer_leak": grade.answer_leak,
-            "preamble": grade.preamble,
-            "reward": (strict_grade if config.format == "strict" else grade).reward,
-            "think_words": grade.think_words,
-            "response_words": len(grade.completion.split()),
-        })
+        totals.update(
+            {
+                "acc": grade.correct,
+                "acc_strict": strict_grade.correct,
+                "well_formed": grade.well_formed,
+                "relaxed_acc": relaxed_letter(grade.completion) == gold,
+                "answer_leak": grade.answer_leak,
+                "preamble": grade.preamble,
+                "reward": (strict_grade if config.format == "strict" else grade).reward,
+                "think_words": grade.think_words,
+                "response_words": len(grade.completion.split()),
+            }
+        )
     return {key: totals[key] / len(texts) for key, _, _ in METRICS}
 
 
@@ -209,8 +215,9 @@ def mcnemar_p(b: int, c: int) -> float:
     return stats.binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
 
 
-def paired_bootstrap(differences: Sequence[float], resamples: int = 10_000, seed: int = 0
-                     ) -> tuple[float, float, float]:
+def paired_bootstrap(
+    differences: Sequence[float], resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float, float]:
     """Percentile 95% interval of the mean paired difference over questions resampled with replacement,
     and the bootstrap two-sided p-value (twice the share of resampled means on the far side of 0)."""
     import numpy as np
@@ -219,8 +226,9 @@ def paired_bootstrap(differences: Sequence[float], resamples: int = 10_000, seed
     data = np.asarray(differences, dtype=float)
     if np.all(data == data[0]):  # every resample is the same mean; scipy calls this degenerate
         return float(data[0]), float(data[0]), 1.0 if data[0] == 0 else 0.0
-    result = stats.bootstrap((data,), np.mean, n_resamples=resamples, method="percentile", batch=1000,
-                             rng=np.random.default_rng(seed))
+    result = stats.bootstrap(
+        (data,), np.mean, n_resamples=resamples, method="percentile", batch=1000, rng=np.random.default_rng(seed)
+    )
     means = result.bootstrap_distribution
     p = min(1.0, 2 * min(float(np.mean(means <= 0)), float(np.mean(means >= 0))))
     return float(result.confidence_interval.low), float(result.confidence_interval.high), p
@@ -235,16 +243,20 @@ def latest_sample_logs(directory: Path) -> dict[str, Path]:
     found = sorted(directory.glob("samples_*.jsonl")) + sorted(directory.glob("*/samples_*.jsonl"))
     folders = sorted({str(path.parent) for path in found})
     if len(folders) > 1:
-        raise EvalError(f"{directory} holds sample logs of several models ({', '.join(folders)}): report one "
-                        "folder, or compare them")
+        raise EvalError(
+            f"{directory} holds sample logs of several models ({', '.join(folders)}): report one "
+            "folder, or compare them"
+        )
     latest: dict[str, tuple[str, Path]] = {}
     for path in found:
         match = _SAMPLES_NAME.fullmatch(path.name)
         if match and match["stamp"] > latest.get(match["task"], ("", path))[0]:
             latest[match["task"]] = (match["stamp"], path)
     if not latest:
-        raise EvalError(f"{directory}: no lm-eval sample logs (samples_TASK_TIME.jsonl); run `evaluate run`, or "
-                        "lm_eval with --output_path and --log_samples")
+        raise EvalError(
+            f"{directory}: no lm-eval sample logs (samples_TASK_TIME.jsonl); run `evaluate run`, or "
+            "lm_eval with --output_path and --log_samples"
+        )
     return {task: path for task, (_, path) in sorted(latest.items())}
 
 
@@ -259,23 +271,29 @@ def read_questions(path: Path, config: RewardConfig) -> list[dict]:
                 doc, texts, request = sample["doc"], sample["resps"][0], sample["arguments"]["gen_args_0"]
                 prompt, generation = request["arg_0"], request["arg_1"]
             except (json.JSONDecodeError, KeyError, IndexError, TypeError):
-                raise EvalError(f"{where}: not an lm-eval generate_until sample log line (doc, resps, "
-                                "arguments.gen_args_0.arg_0 and arg_1)") from None
+                raise EvalError(
+                    f"{where}: not an lm-eval generate_until sample log line (doc, resps, "
+                    "arguments.gen_args_0.arg_0 and arg_1)"
+                ) from None
             check_row(doc, f"{where}: doc")
             if any(generation.get("until") or ()):
-                raise EvalError(f"{where}: generated with stop strings {generation['until']}, which lm-eval cuts from "
-                                "the response, so the verifier would grade cut responses; generate with `until: []`")
+                raise EvalError(
+                    f"{where}: generated with stop strings {generation['until']}, which lm-eval cuts from "
+                    "the response, so the verifier would grade cut responses; generate with `until: []`"
+                )
             # Rows are paired across models by their prepared `id` (its n-th occurrence, should a file repeat one).
             identity = str(doc.get("id", sample.get("doc_id")))
             seen[identity] += 1
             metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
             field = next((name for name in SUBGROUP_FIELDS if name in metadata), None)
-            questions.append({
-                "key": f"{identity}#{seen[identity]}",
-                "subgroup": (field, str(metadata[field])) if field else None,
-                "k": len(texts),
-                **grade_texts(prompt, texts, doc["label"], config),
-            })
+            questions.append(
+                {
+                    "key": f"{identity}#{seen[identity]}",
+                    "subgroup": (field, str(metadata[field])) if field else None,
+                    "k": len(texts),
+                    **grade_texts(prompt, texts, doc["label"], config),
+                }
+            )
     if not questions:
         raise EvalError(f"{path}: the sample log is empty")
     if len({question["k"] for question in questions}) > 1:
@@ -335,21 +353,35 @@ def report_markdown(label: str, tasks: Mapping[str, Mapping]) -> str:
     names = list(tasks)
     pass_k = sorted({key for task in tasks.values() for key in task["metrics"] if key.startswith("pass@")})
     metrics = list(METRICS) + [(key, f"{key} (unbiased estimator)", "rate") for key in pass_k]
-    rows = [[title] + [_cell(tasks[name]["metrics"][key], kind) if key in tasks[name]["metrics"] else "-"
-                       for name in names] for key, title, kind in metrics]
-    rows.append(["questions x responses"] + [f"{tasks[name]['n']} x {tasks[name]['responses_per_question']}"
-                                              for name in names])
-    parts = [f"## {label}", "Percent (rates) or mean, with 95% intervals (Wilson for rates of one response "
-             "per question, t otherwise). With k responses per question each rate is their mean: accuracy is "
-             "pass@1.", _table(["metric", *names], rows)]
+    rows = [
+        [title]
+        + [_cell(tasks[name]["metrics"][key], kind) if key in tasks[name]["metrics"] else "-" for name in names]
+        for key, title, kind in metrics
+    ]
+    rows.append(
+        ["questions x responses"] + [f"{tasks[name]['n']} x {tasks[name]['responses_per_question']}" for name in names]
+    )
+    parts = [
+        f"## {label}",
+        "Percent (rates) or mean, with 95% intervals (Wilson for rates of one response "
+        "per question, t otherwise). With k responses per question each rate is their mean: accuracy is "
+        "pass@1.",
+        _table(["metric", *names], rows),
+    ]
     for name in names:
         if "subgroups" in tasks[name]:
             field, groups = tasks[name]["subgroups"]["field"], tasks[name]["subgroups"]["groups"]
             parts.append(f"### {name} by {field}")
-            parts.append(_table([field, "n", "accuracy", "accuracy (strict)", "well formed"], (
-                [value, str(group["n"])]
-                + [_cell(group["metrics"][key], "rate") for key in ("acc", "acc_strict", "well_formed")]
-                for value, group in groups.items())))
+            parts.append(
+                _table(
+                    [field, "n", "accuracy", "accuracy (strict)", "well formed"],
+                    (
+                        [value, str(group["n"])]
+                        + [_cell(group["metrics"][key], "rate") for key in ("acc", "acc_strict", "well_formed")]
+                        for value, group in groups.items()
+                    ),
+                )
+            )
     return "\n\n".join(parts) + "\n"
 
 
@@ -363,10 +395,18 @@ def report(directory: str | os.PathLike, config: RewardConfig | None = None) -> 
         raise EvalError(f"{directory}: no such folder")
     logs = latest_sample_logs(directory)
     tasks = {task: summarize_task(read_questions(path, config)) for task, path in logs.items()}
-    summary = {"model": directory.name, "reward_config": asdict(config),
-               "sample_logs": {task: str(path) for task, path in logs.items()}, "tasks": tasks}
-    write_together({directory / "summary.json": [json.dumps(summary, indent=1) + "\n"],
-                    directory / "report.md": [report_markdown(directory.name, tasks)]})
+    summary = {
+        "model": directory.name,
+        "reward_config": asdict(config),
+        "sample_logs": {task: str(path) for task, path in logs.items()},
+        "tasks": tasks,
+    }
+    write_together(
+        {
+            directory / "summary.json": [json.dumps(summary, indent=1) + "\n"],
+            directory / "report.md": [report_markdown(directory.name, tasks)],
+        }
+    )
     return summary
 
 
@@ -381,7 +421,9 @@ def compare(directories: Sequence[str | os.PathLike], metric: str = "acc", confi
         raise EvalError(f"--metric must be one of {', '.join(RATES)}, got {metric!r}")
     config = config or training_config()
     models = {
-        Path(directory).name: {task: read_questions(path, config) for task, path in latest_sample_logs(Path(directory)).items()}
+        Path(directory).name: {
+            task: read_questions(path, config) for task, path in latest_sample_logs(Path(directory)).items()
+        }
         for directory in directories
     }
     if len(models) < len(directories):
@@ -408,8 +450,13 @@ def compare(directories: Sequence[str | os.PathLike], metric: str = "acc", confi
             single = model[task][0]["k"] == baseline[task][0]["k"] == 1
             if single:
                 p = mcnemar_p(sum(a > b for a, b in pairs), sum(a < b for a, b in pairs))
-            entry |= {"paired": True, "low_difference": low, "high_difference": high, "p": p,
-                      "test": "McNemar exact" if single else "paired bootstrap"}
+            entry |= {
+                "paired": True,
+                "low_difference": low,
+                "high_difference": high,
+                "p": p,
+                "test": "McNemar exact" if single else "paired bootstrap",
+            }
     table["markdown"] = compare_markdown(table)
     return table
 
@@ -430,13 +477,18 @@ def compare_markdown(table: Mapping) -> str:
             elif not entry["paired"]:
                 row += [_cell(entry, "rate"), f"{entry['difference'] * 100:+.1f} (questions differ, unpaired)", ""]
             else:
-                difference = {"value": entry["difference"], "low": entry["low_difference"],
-                              "high": entry["high_difference"]}
+                difference = {
+                    "value": entry["difference"],
+                    "low": entry["low_difference"],
+                    "high": entry["high_difference"],
+                }
                 row += [_cell(entry, "rate"), _cell(difference, "rate", sign="+"), f"{entry['p']:.2g}"]
         rows.append(row)
     title = dict((key, title) for key, title, _ in METRICS)[table["metric"]]
-    note = (f"{title}, percent [95% interval]; difference from {table['baseline']} in points [paired bootstrap 95% "
-            "interval]; p: McNemar's exact test (one response per question) or the paired bootstrap.")
+    note = (
+        f"{title}, percent [95% interval]; difference from {table['baseline']} in points [paired bootstrap 95% "
+        "interval]; p: McNemar's exact test (one response per question) or the paired bootstrap."
+    )
     return note + "\n\n" + _table(header, rows) + "\n"
 
 
@@ -510,8 +562,10 @@ def checkpoints(run_dir: Path) -> list[tuple[int | None, Path]]:
     if (run_dir / "model").is_dir():
         found.append((None, run_dir / "model"))
     if not found:
-        raise EvalError(f"--run-dir {run_dir}: no ckpt/global_step*_hf folder and no model/ folder; Hugging Face "
-                        "checkpoints need --ckpt.save_hf (the launch scripts pass it)")
+        raise EvalError(
+            f"--run-dir {run_dir}: no ckpt/global_step*_hf folder and no model/ folder; Hugging Face "
+            "checkpoints need --ckpt.save_hf (the launch scripts pass it)"
+        )
     return found
 
 
@@ -522,8 +576,10 @@ def check_model(model: str) -> None:
     path = Path(model).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise EvalError(f"model {model}: no config.json; give a Hugging Face model folder (ckpt/global_stepN_hf, "
-                            "the run's model/) or a hub id")
+            raise EvalError(
+                f"model {model}: no config.json; give a Hugging Face model folder (ckpt/global_stepN_hf, "
+                "the run's model/) or a hub id"
+            )
         return
     looks_local = model.startswith(("/", ".", "~")) or model.count("/") != 1 or Path(model.split("/")[0]).exists()
     if looks_local:
@@ -536,7 +592,9 @@ def model_fingerprint(backend: str, model_args: str, model: str) -> str:
     overwritten checkpoint from getting another model's responses."""
     path = Path(model).expanduser()
     if path.is_dir():
-        files = [(str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in path.rglob("*") if f.is_file()]
+        files = [
+            (str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in path.rglob("*") if f.is_file()
+        ]
         identity = [str(path.resolve()), sorted(files)]
     else:
         identity = [model]  # a hub id
@@ -546,16 +604,26 @@ def model_fingerprint(backend: str, model_args: str, model: str) -> str:
 def _labels(models: Sequence[str]) -> list[str]:
     """A folder name per model: its own name, with its parent's in front when two share a name."""
     names = [Path(model).name for model in models]
-    labels = [f"{Path(model).parent.name}-{name}" if names.count(name) > 1 else name
-              for model, name in zip(models, names)]
+    labels = [
+        f"{Path(model).parent.name}-{name}" if names.count(name) > 1 else name for model, name in zip(models, names)
+    ]
     if len(set(labels)) < len(labels):
         raise EvalError(f"two models would share an output folder ({', '.join(labels)}); evaluate them separately")
     return labels
 
 
-def evaluate_model(model: str, tasks: Mapping[str, tuple[Path, bool]], output: Path, *, backend: str,
-                   model_args: str, settings: Mapping, batch_size: str | None, device: str | None,
-                   limit: int | None) -> None:
+def evaluate_model(
+    model: str,
+    tasks: Mapping[str, tuple[Path, bool]],
+    output: Path,
+    *,
+    backend: str,
+    model_args: str,
+    settings: Mapping,
+    batch_size: str | None,
+    device: str | None,
+    limit: int | None,
+) -> None:
     """Run lm-eval on one model and move its results and sample logs into `output`.
 
     lm-eval's EvaluationTracker writes the files (its own format, which `report` reads) into a temporary
@@ -575,9 +643,17 @@ def evaluate_model(model: str, tasks: Mapping[str, tuple[Path, bool]], output: P
         with tempfile.TemporaryDirectory(dir=output, prefix=".lm_eval-") as scratch:
             tracker = EvaluationTracker(output_path=scratch)
             results = simple_evaluate(
-                model=backend, model_args=full_args, tasks=configs, task_manager=TaskManager(include_defaults=False),
-                batch_size=batch_size, device=device, use_cache=str(cache), limit=limit, log_samples=True,
-                apply_chat_template=chat, evaluation_tracker=tracker,
+                model=backend,
+                model_args=full_args,
+                tasks=configs,
+                task_manager=TaskManager(include_defaults=False),
+                batch_size=batch_size,
+                device=device,
+                use_cache=str(cache),
+                limit=limit,
+                log_samples=True,
+                apply_chat_template=chat,
+                evaluation_tracker=tracker,
             )
             samples = results.pop("samples")
             tracker.save_results_aggregated(results=results, samples=samples)
@@ -586,7 +662,9 @@ def evaluate_model(model: str, tasks: Mapping[str, tuple[Path, bool]], output: P
             written = [path for path in Path(scratch).rglob("*") if path.is_file()]
             logged = {match["task"] for path in written if (match := _SAMPLES_NAME.fullmatch(path.name))}
             if logged != set(samples) or not any(path.name.startswith("results_") for path in written):
-                raise EvalError(f"lm-eval did not write all its results and sample logs for {model} (see its warnings)")
+                raise EvalError(
+                    f"lm-eval did not write all its results and sample logs for {model} (see its warnings)"
+                )
             for path in written:
                 os.replace(path, output / path.name)
 
@@ -598,26 +676,38 @@ def write_steps(output_dir: Path, rows: Sequence[tuple[str, int | None, Mapping]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    accuracy = [(label, step, {task: entry["metrics"]["acc"] for task, entry in summary["tasks"].items()})
-                for label, step, summary in rows]
+    accuracy = [
+        (label, step, {task: entry["metrics"]["acc"] for task, entry in summary["tasks"].items()})
+        for label, step, summary in rows
+    ]
     tasks = sorted({task for _, _, by_task in accuracy for task in by_task})
-    table = [[label, "final" if step is None else str(step)]
-             + [_cell(by_task[task], "rate") if task in by_task else "-" for task in tasks]
-             for label, step, by_task in accuracy]
-    markdown = ("Accuracy (lenient, the paper's), percent [95% Wilson interval], by training step.\n\n"
-                + _table(["checkpoint", "step", *tasks], table) + "\n")
+    table = [
+        [label, "final" if step is None else str(step)]
+        + [_cell(by_task[task], "rate") if task in by_task else "-" for task in tasks]
+        for label, step, by_task in accuracy
+    ]
+    markdown = (
+        "Accuracy (lenient, the paper's), percent [95% Wilson interval], by training step.\n\n"
+        + _table(["checkpoint", "step", *tasks], table)
+        + "\n"
+    )
     steps_json = [{"checkpoint": label, "step": step, "acc": by_task} for label, step, by_task in accuracy]
-    write_together({output_dir / "steps.md": [markdown], output_dir / "steps.json": [json.dumps(steps_json, indent=1) + "\n"]})
+    write_together(
+        {output_dir / "steps.md": [markdown], output_dir / "steps.json": [json.dumps(steps_json, indent=1) + "\n"]}
+    )
 
     figure, axes = plt.subplots(figsize=(7, 4))
     for index, task in enumerate(tasks):
         points = [(step, by_task[task]) for _, step, by_task in accuracy if step is not None and task in by_task]
         if points:
             values = [100 * entry["value"] for _, entry in points]
-            errors = [[value - 100 * entry["low"] for value, (_, entry) in zip(values, points)],
-                      [100 * entry["high"] - value for value, (_, entry) in zip(values, points)]]
-            axes.errorbar([step for step, _ in points], values, yerr=errors, marker="o", capsize=3, color=f"C{index}",
-                          label=task)
+            errors = [
+                [value - 100 * entry["low"] for value, (_, entry) in zip(values, points)],
+                [100 * entry["high"] - value for value, (_, entry) in zip(values, points)],
+            ]
+            axes.errorbar(
+                [step for step, _ in points], values, yerr=errors, marker="o", capsize=3, color=f"C{index}", label=task
+            )
         final = [by_task[task] for _, step, by_task in accuracy if step is None and task in by_task]
         if final:  # the final model records no step: a dashed level across the plot
             axes.axhline(100 * final[0]["value"], linestyle="--", color=f"C{index}", label=f"{task}, final model")
@@ -631,10 +721,21 @@ def write_steps(output_dir: Path, rows: Sequence[tuple[str, int | None, Mapping]
     os.replace(temporary, output_dir / "steps.png")
 
 
-def run(models: Sequence[str], output_dir: str | os.PathLike | None, *, run_dir: str | os.PathLike | None = None,
-        data: Sequence[str | os.PathLike] = (), backend: str = "hf", model_args: str = "", n_samples: int = 1,
-        temperature: float | None = None, max_gen_toks: int = 1024, limit: int | None = None,
-        batch_size: str | None = None, device: str | None = None) -> Path:
+def run(
+    models: Sequence[str],
+    output_dir: str | os.PathLike | None,
+    *,
+    run_dir: str | os.PathLike | None = None,
+    data: Sequence[str | os.PathLike] = (),
+    backend: str = "hf",
+    model_args: str = "",
+    n_samples: int = 1,
+    temperature: float | None = None,
+    max_gen_toks: int = 1024,
+    limit: int | None = None,
+    batch_size: str | None = None,
+    device: str | None = None,
+) -> Path:
     """Evaluate each model (and each checkpoint of `run_dir`) on each prepared file; write one folder per
     model (lm-eval's files, report.md, summary.json), and comparison.md/.json and, for a run, steps.*.
     Every input is checked before any model loads. Returns the output folder."""
@@ -662,8 +763,11 @@ def run(models: Sequence[str], output_dir: str | os.PathLike | None, *, run_dir:
     output_dir = Path(output_dir)
     for model in models:
         check_model(model)
-    named = {name: Path(file) for name, file in default_tasks().items()} if not data else {
-        _task_name(Path(file)): Path(file) for file in data}
+    named = (
+        {name: Path(file) for name, file in default_tasks().items()}
+        if not data
+        else {_task_name(Path(file)): Path(file) for file in data}
+    )
     if len(named) < len(data):
         raise EvalError("two data files have the same name; rename one (the task name comes from the file name)")
     tasks = {name: (path, read_prompt_file(path)) for name, path in named.items()}
@@ -673,15 +777,29 @@ def run(models: Sequence[str], output_dir: str | os.PathLike | None, *, run_dir:
     summaries = {}
     for model, label in zip(models, labels):
         print(f"med-rlvr evaluate: {model} -> {output_dir / label}", file=sys.stderr)
-        evaluate_model(model, tasks, output_dir / label, backend=backend, model_args=model_args, settings=settings,
-                       batch_size=batch_size, device=device, limit=limit)
+        evaluate_model(
+            model,
+            tasks,
+            output_dir / label,
+            backend=backend,
+            model_args=model_args,
+            settings=settings,
+            batch_size=batch_size,
+            device=device,
+            limit=limit,
+        )
         summaries[model] = report(output_dir / label)
         print((output_dir / label / "report.md").read_text(encoding="utf-8"))
     if len(models) > 1:
         table = compare([output_dir / label for label in labels])
         print(table["markdown"])
         markdown = table.pop("markdown")
-        write_together({output_dir / "comparison.md": [markdown], output_dir / "comparison.json": [json.dumps(table, indent=1) + "\n"]})
+        write_together(
+            {
+                output_dir / "comparison.md": [markdown],
+                output_dir / "comparison.json": [json.dumps(table, indent=1) + "\n"],
+            }
+        )
     if steps:
         rows = [(label, steps[model], summaries[model]) for model, label in zip(models, labels) if model in steps]
         write_steps(output_dir, rows)
@@ -705,13 +823,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="generate with lm-eval, grade, write the tables")
     run_parser.add_argument("models", nargs="*", help="model folders or hub ids")
-    run_parser.add_argument("--run-dir", help="a training run's OUTPUT_DIR: each ckpt/*global_step*_hf by step, then model/")
-    run_parser.add_argument("--data", nargs="+", default=(), metavar="FILE",
-                            help="prepared prompt files (default: data/medqa_test.jsonl data/mmlu_pro_health.jsonl)")
+    run_parser.add_argument(
+        "--run-dir", help="a training run's OUTPUT_DIR: each ckpt/*global_step*_hf by step, then model/"
+    )
+    run_parser.add_argument(
+        "--data",
+        nargs="+",
+        default=(),
+        metavar="FILE",
+        help="prepared prompt files (default: data/medqa_test.jsonl data/mmlu_pro_health.jsonl)",
+    )
     run_parser.add_argument("--output-dir", help="where to write (default: RUN_DIR/eval)")
     run_parser.add_argument("--model", dest="backend", choices=("hf", "vllm"), default="hf", help="lm-eval backend")
-    run_parser.add_argument("--model-args", default="", help="lm-eval model arguments besides pretrained, e.g. "
-                            "dtype=bfloat16 or tensor_parallel_size=2,data_parallel_size=4")
+    run_parser.add_argument(
+        "--model-args",
+        default="",
+        help="lm-eval model arguments besides pretrained, e.g. "
+        "dtype=bfloat16 or tensor_parallel_size=2,data_parallel_size=4",
+    )
     run_parser.add_argument("--n-samples", type=int, default=1, help="responses per question (pass@1 is their mean)")
     run_parser.add_argument("--temperature", type=float, help="default 0 (greedy) for 1 sample, 1.0 (training's) else")
     run_parser.add_argument("--max-gen-toks", type=int, default=1024, help="default 1024 (training's max_new_tokens)")
@@ -727,9 +856,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            run(args.models, args.output_dir, run_dir=args.run_dir, data=args.data, backend=args.backend,
-                model_args=args.model_args, n_samples=args.n_samples, temperature=args.temperature,
-                max_gen_toks=args.max_gen_toks, limit=args.limit, batch_size=args.batch_size, device=args.device)
+            run(
+                args.models,
+                args.output_dir,
+                run_dir=args.run_dir,
+                data=args.data,
+                backend=args.backend,
+                model_args=args.model_args,
+                n_samples=args.n_samples,
+                temperature=args.temperature,
+                max_gen_toks=args.max_gen_toks,
+                limit=args.limit,
+                batch_size=args.batch_size,
+                device=args.device,
+            )
         elif args.command == "report":
             report(args.directory)
             print((Path(args.directory) / "report.md").read_text(encoding="utf-8"))

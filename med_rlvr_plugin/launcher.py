@@ -45,7 +45,18 @@ from med_rlvr_plugin.verifier import ROLLOUT_ENV_VARS, config_from_env, grade_re
 
 PPO_MODULE = "openrlhf.cli.train_ppo_ray"
 SFT_MODULE = "openrlhf.cli.train_sft"
-PACKAGES = ("med-rlvr", "openrlhf", "torch", "transformers", "datasets", "ray", "deepspeed", "vllm", "flash-attn", "peft")
+PACKAGES = (
+    "med-rlvr",
+    "openrlhf",
+    "torch",
+    "transformers",
+    "datasets",
+    "ray",
+    "deepspeed",
+    "vllm",
+    "flash-attn",
+    "peft",
+)
 # Forwarded to every Ray actor besides MED_RLVR_*: the wandb logger in OpenRLHF's trainer actor reads it.
 FORWARDED_SECRETS = ("WANDB_API_KEY",)
 # Disk per parameter: a DeepSpeed checkpoint of a bf16 model trained with Adam holds fp32 master weights
@@ -55,8 +66,14 @@ DEEPSPEED_BYTES_PER_PARAMETER, HF_BYTES_PER_PARAMETER = 14, 2
 # size its checkpoints; any other model is sized from its own config (a local folder or the hub cache).
 KNOWN_CONFIGS = {
     "Qwen/Qwen2.5-3B": {
-        "model_type": "qwen2", "vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008,
-        "num_hidden_layers": 36, "num_attention_heads": 16, "num_key_value_heads": 2, "tie_word_embeddings": True,
+        "model_type": "qwen2",
+        "vocab_size": 151936,
+        "hidden_size": 2048,
+        "intermediate_size": 11008,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 2,
+        "tie_word_embeddings": True,
     }
 }
 # What docs/data.md's commands produce: MedQA-USMLE train (10,178 rows) less the 500-row dev slice carved
@@ -70,7 +87,12 @@ SAMPLE_QUESTIONS = [
         "question": "A 24-year-old woman has fatigue, heat intolerance, weight loss despite a good appetite and a "
         "fine tremor. Her thyroid is diffusely enlarged and non-tender, and both eyes protrude. Antibodies "
         "against which of the following are most likely responsible?",
-        "options": {"A": "Thyroid peroxidase", "B": "The TSH receptor", "C": "Thyroglobulin", "D": "The acetylcholine receptor"},
+        "options": {
+            "A": "Thyroid peroxidase",
+            "B": "The TSH receptor",
+            "C": "Thyroglobulin",
+            "D": "The acetylcholine receptor",
+        },
         "answer_idx": "B",
     },
     {
@@ -152,8 +174,10 @@ def parse_openrlhf_args(module: str, argv: list[str]) -> SimpleNamespace:
     stdlib_imports = [
         node
         for node in tree.body
-        if isinstance(node, ast.Import) and all(alias.name.split(".")[0] in stdlib for alias in node.names)
-        or isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in stdlib
+        if isinstance(node, ast.Import)
+        and all(alias.name.split(".")[0] in stdlib for alias in node.names)
+        or isinstance(node, ast.ImportFrom)
+        and (node.module or "").split(".")[0] in stdlib
     ]
     if len(main_blocks) != 1:
         raise LaunchError(f"{path}: expected one `if __name__ == '__main__':` block; is this OpenRLHF 0.11.2?")
@@ -197,7 +221,9 @@ def check_train_assertions(module: str, args: SimpleNamespace) -> None:
             if isinstance(node, ast.Assert):
                 kept.append(node)
             elif isinstance(node, ast.If) and (assertions(node.body) or assertions(node.orelse)):
-                kept.append(ast.If(test=node.test, body=assertions(node.body) or [ast.Pass()], orelse=assertions(node.orelse)))
+                kept.append(
+                    ast.If(test=node.test, body=assertions(node.body) or [ast.Pass()], orelse=assertions(node.orelse))
+                )
         return kept
 
     code = compile(ast.fix_missing_locations(ast.Module(body=assertions(train.body), type_ignores=[])), path, "exec")
@@ -206,7 +232,9 @@ def check_train_assertions(module: str, args: SimpleNamespace) -> None:
     except AssertionError as error:
         raise LaunchError(f"OpenRLHF's train() would stop the run after allocating its GPUs: {error}") from None
     except (NameError, AttributeError) as error:
-        raise LaunchError(f"{path}: cannot evaluate train()'s assertions ({error}); is this OpenRLHF 0.11.2?") from None
+        raise LaunchError(
+            f"{path}: cannot evaluate train()'s assertions ({error}); is this OpenRLHF 0.11.2?"
+        ) from None
 
 
 def check_batch_sizes(args: SimpleNamespace, gpus_of: dict[str, int] | None = None) -> None:
@@ -228,7 +256,9 @@ def check_batch_sizes(args: SimpleNamespace, gpus_of: dict[str, int] | None = No
             )
 
 
-def checkpoint_disk(args: SimpleNamespace, parameters: int | None, models: int, saves: int, best_saves: int = 0) -> dict | None:
+def checkpoint_disk(
+    args: SimpleNamespace, parameters: int | None, models: int, saves: int, best_saves: int = 0
+) -> dict | None:
     """Peak disk of a run's checkpoints under OpenRLHF's save schedule, or None without a parameter count.
 
     OpenRLHF rotates the DeepSpeed states of the `models` it saves (--ckpt.max_num) but never deletes a
@@ -347,9 +377,14 @@ def ppo_plan(args: SimpleNamespace, train_rows: int, eval_rows: int, parameters:
         "steps": steps,
         "responses": steps * samples,
         "optimizer_steps_per_rollout": samples // args.train.batch_size,
-        "eval": {"prompts": eval_rows, "every": eval_steps, "evals": evals, "rounds_each": eval_rounds,
-                 "responses": evals * eval_rows * args.eval.n_samples_per_prompt,
-                 "share_of_generation": evals * eval_rounds / steps},
+        "eval": {
+            "prompts": eval_rows,
+            "every": eval_steps,
+            "evals": evals,
+            "rounds_each": eval_rounds,
+            "responses": evals * eval_rows * args.eval.n_samples_per_prompt,
+            "share_of_generation": evals * eval_rounds / steps,
+        },
         "best_checkpoint": args.ckpt.best_metric_key if best else "none",
         "checkpoints": {"every": save_steps, "count": saves, "deepspeed_kept": min(args.ckpt.max_num, saves)},
         "parameters": parameters,
@@ -366,8 +401,10 @@ def describe_ppo_plan(plan: dict, gpus: int) -> str:
         f" {plan['steps']} steps, {plan['responses']:,} responses, {plan['optimizer_steps_per_rollout']} optimizer"
         f" steps a rollout",
         "each step's samples per rank: "
-        + (", ".join(f"{group} {share[0]} x {len(share)} ranks" for group, share in plan["rank_samples"].items())
-           or "balanced by OpenRLHF (--train.dynamic_batch_enable)"),
+        + (
+            ", ".join(f"{group} {share[0]} x {len(share)} ranks" for group, share in plan["rank_samples"].items())
+            or "balanced by OpenRLHF (--train.dynamic_batch_enable)"
+        ),
     ]
     if evaluation["evals"]:
         lines.append(
@@ -442,7 +479,9 @@ def check_prompt_data(files: str, args: SimpleNamespace, split: str, probs: str 
         rows = load_prompt_rows(files, args, split, probs)
         dataset = PromptDataset(rows, tokenizer, quiet_strategy(args), args.data.input_template)
     except KeyError as error:
-        raise LaunchError(f"{files}: a row has no column {error}; check --data.input_key and --data.label_key") from None
+        raise LaunchError(
+            f"{files}: a row has no column {error}; check --data.input_key and --data.label_key"
+        ) from None
     for index, (prompt, label) in enumerate(zip(dataset.prompts, dataset.labels)):
         try:
             letter = parse_label(label)
@@ -477,7 +516,9 @@ def grade_samples(reward_url: list[str], prompt: str, label: str) -> dict[str, f
         "wrong": f" <think> {think} </think> <answer>{wrong}</answer><|endoftext|>",
         "malformed": f" The answer is {label}.<|endoftext|>",
     }
-    return {name: float(reward_func([prompt + text], [prompt], [label])["rewards"]) for name, text in responses.items()}
+    return {
+        name: float(reward_func([prompt + text], [prompt], [label])["rewards"]) for name, text in responses.items()
+    }
 
 
 def check_reward(reward_url: list[str], prompt: str, label: str) -> dict[str, float]:
@@ -599,7 +640,12 @@ def plugin_provenance() -> dict:
         checkout = Path(url.removeprefix("file://"))
         if _plugin_files_sha256(checkout) == files and (state := _git_state(checkout)):
             return {"files_sha256": files, **state, "commit_source": f"the installed checkout {checkout} (same files)"}
-    return {"files_sha256": files, "commit": None, "dirty": None, "commit_source": "unknown: no checkout with these files"}
+    return {
+        "files_sha256": files,
+        "commit": None,
+        "dirty": None,
+        "commit_source": "unknown: no checkout with these files",
+    }
 
 
 def _sha256(path: str) -> str:
@@ -610,7 +656,9 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def build_manifest(options: argparse.Namespace, command: list[str], args: SimpleNamespace, data: dict, plan: dict) -> dict:
+def build_manifest(
+    options: argparse.Namespace, command: list[str], args: SimpleNamespace, data: dict, plan: dict
+) -> dict:
     """What the run was: the exact commands, OpenRLHF's resolved arguments, the plan, reward configuration,
     data file hashes, versions, the code's hash and commit, and the Ray job it ran as."""
     versions = {}
@@ -622,10 +670,16 @@ def build_manifest(options: argparse.Namespace, command: list[str], args: Simple
     reward = None
     if options.kind == "ppo":
         reward_file = args.reward.remote_url[0]
-        reward = {"file": reward_file, "file_sha256": _sha256(reward_file), "env": reward_env(),
-                  "server": options.reward_server}
+        reward = {
+            "file": reward_file,
+            "file_sha256": _sha256(reward_file),
+            "env": reward_env(),
+            "server": options.reward_server,
+        }
     for part in data.values():
-        part["sha256"] = {path: _sha256(path) for path in (entry.split("@")[0].strip() for entry in part["files"].split(","))}
+        part["sha256"] = {
+            path: _sha256(path) for path in (entry.split("@")[0].strip() for entry in part["files"].split(","))
+        }
     # A Ray job runs in a temporary copy of the submitted folder; what identifies it is the uploaded
     # package's content-addressed URI and the submission's metadata (the job id among them).
     job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}"))
@@ -739,11 +793,18 @@ def run_ppo(options: argparse.Namespace, checked: SimpleNamespace, command: list
             ray.kill(probe)
         for node, report in zip(nodes, reports):
             address = node["NodeManagerAddress"]
-            if {"env": report["env"], "rewards": report["rewards"]} != {"env": expected_env, "rewards": checked.rewards}:
+            if {"env": report["env"], "rewards": report["rewards"]} != {
+                "env": expected_env,
+                "rewards": checked.rewards,
+            }:
                 raise LaunchError(
                     f"node {address}: an actor saw {report}; expected env {expected_env} and rewards "
                     f"{checked.rewards}. Submit from the repository root with `ray job submit --working-dir . -- bash ...`"
-                    + (f"; every node must reach the reward server at {reward_url[0]}" if options.reward_server else "")
+                    + (
+                        f"; every node must reach the reward server at {reward_url[0]}"
+                        if options.reward_server
+                        else ""
+                    )
                 )
             if not report["output_dir_shared"]:
                 raise LaunchError(
@@ -792,7 +853,9 @@ def check_not_test_sets(files: str) -> None:
             )
 
 
-def planned_flags(args: SimpleNamespace, train_rows: int, eval_rows: int, options: argparse.Namespace, given: list[str]) -> list[str]:
+def planned_flags(
+    args: SimpleNamespace, train_rows: int, eval_rows: int, options: argparse.Namespace, given: list[str]
+) -> list[str]:
     """OpenRLHF flags the plan sets unless the command gives them itself.
 
     --data.max_samples: the training prompts rounded down to whole rollouts (OpenRLHF would train on a
@@ -819,7 +882,9 @@ def check_ppo(trainer_args: list[str], options: argparse.Namespace) -> SimpleNam
     args = parse_openrlhf_args(PPO_MODULE, trainer_args)
     check_batch_sizes(args)
     check_train_assertions(PPO_MODULE, args)
-    _, prompts, labels = check_prompt_data(args.data.prompt_dataset, args, args.data.prompt_split, args.data.prompt_probs)
+    _, prompts, labels = check_prompt_data(
+        args.data.prompt_dataset, args, args.data.prompt_split, args.data.prompt_probs
+    )
     data = {"train": {"files": args.data.prompt_dataset, "rows": len(prompts)}}
     print(f"med-rlvr: training data {args.data.prompt_dataset}: {len(prompts)} prompts, every label an option letter")
     eval_rows = 0
@@ -832,7 +897,9 @@ def check_ppo(trainer_args: list[str], options: argparse.Namespace) -> SimpleNam
         curves = ", ".join(f"eval_{source}_pass1 ({count} prompts)" for source, count in counts.items())
         print(f"med-rlvr: eval data {args.eval.dataset}: every label an option letter; curves {curves}")
     rewards = check_reward(args.reward.remote_url, prompts[0], parse_label(labels[0]))
-    print(f"med-rlvr: reward file {args.reward.remote_url[0]} with {reward_env() or 'the defaults'}: rewards {rewards}")
+    print(
+        f"med-rlvr: reward file {args.reward.remote_url[0]} with {reward_env() or 'the defaults'}: rewards {rewards}"
+    )
     if options.reward_server:  # the service run_ppo starts, here on loopback: the file's rewards, over HTTP
         server, url = start_reward_server("127.0.0.1")
         try:
@@ -846,19 +913,34 @@ def check_ppo(trainer_args: list[str], options: argparse.Namespace) -> SimpleNam
 
     if options.builtin_sample:  # plan for the files the README's commands prepare, not the six questions
         train_rows, eval_rows = README_TRAIN_ROWS, README_DEV_ROWS if eval_rows else 0
-        print(f"med-rlvr: the plan below is for the prepared MedQA files ({train_rows:,} training, {README_DEV_ROWS} dev prompts)")
+        print(
+            f"med-rlvr: the plan below is for the prepared MedQA files ({train_rows:,} training, {README_DEV_ROWS} dev prompts)"
+        )
     else:
         train_rows = len(prompts)
     if extra := planned_flags(args, train_rows, eval_rows, options, trainer_args):
         trainer_args = extra + trainer_args
         args = parse_openrlhf_args(PPO_MODULE, trainer_args)
     if args.data.max_samples < train_rows:
-        print(f"med-rlvr: --data.max_samples {args.data.max_samples}: {train_rows - args.data.max_samples} prompts "
-              "(the file's last) are left out so that every rollout is whole")
-    plan = ppo_plan(args, min(train_rows, args.data.max_samples), min(eval_rows, args.data.max_samples),
-                    model_parameters(args.actor.model_name_or_path))
-    return SimpleNamespace(args=args, trainer_args=trainer_args, data=data, plan=plan, rewards=rewards,
-                           prompt=prompts[0], label=parse_label(labels[0]))
+        print(
+            f"med-rlvr: --data.max_samples {args.data.max_samples}: {train_rows - args.data.max_samples} prompts "
+            "(the file's last) are left out so that every rollout is whole"
+        )
+    plan = ppo_plan(
+        args,
+        min(train_rows, args.data.max_samples),
+        min(eval_rows, args.data.max_samples),
+        model_parameters(args.actor.model_name_or_path),
+    )
+    return SimpleNamespace(
+        args=args,
+        trainer_args=trainer_args,
+        data=data,
+        plan=plan,
+        rewards=rewards,
+        prompt=prompts[0],
+        label=parse_label(labels[0]),
+    )
 
 
 def check_sft(trainer_args: list[str], options: argparse.Namespace) -> SimpleNamespace:
@@ -871,7 +953,9 @@ def check_sft(trainer_args: list[str], options: argparse.Namespace) -> SimpleNam
     rows = load_prompt_rows(args.data.dataset, args, args.data.dataset_split, args.data.dataset_probs)
     for index, row in enumerate(rows):
         try:
-            prompt, response = preprocess_data(row, args.data.input_template, args.data.input_key, args.data.output_key)
+            prompt, response = preprocess_data(
+                row, args.data.input_template, args.data.input_key, args.data.output_key
+            )
             grade = grade_response(prompt + response, prompt, row["label"])
         except (KeyError, ValueError) as error:
             raise LaunchError(f"{args.data.dataset}, row {index}: {type(error).__name__}: {error}") from None
@@ -888,16 +972,27 @@ def check_sft(trainer_args: list[str], options: argparse.Namespace) -> SimpleNam
     check_batch_sizes(args, {"model": gpus})
     steps = rows_planned // gpus // micro // (batch // micro // gpus) * args.train.max_epochs
     if not steps:
-        raise LaunchError(f"{rows_planned} rows on {gpus} GPUs do not fill one batch of {batch}: lower --train.batch_size")
+        raise LaunchError(
+            f"{rows_planned} rows on {gpus} GPUs do not fill one batch of {batch}: lower --train.batch_size"
+        )
     if "--ckpt.save_steps" not in trainer_args:
         trainer_args = ["--ckpt.save_steps", str(-(-steps // options.checkpoints))] + trainer_args
         args = parse_openrlhf_args(SFT_MODULE, trainer_args)
     saves = steps // args.ckpt.save_steps if args.ckpt.save_steps > 0 else 0
     parameters = model_parameters(args.model.model_name_or_path)
-    plan = {"train_rows": rows_planned, "steps": steps, "checkpoints": {"every": args.ckpt.save_steps, "count": saves},
-            "parameters": parameters, "disk_bytes": checkpoint_disk(args, parameters, 1, saves)}
-    return SimpleNamespace(args=args, trainer_args=trainer_args, data={"train": {"files": args.data.dataset, "rows": len(rows)}},
-                           plan=plan)
+    plan = {
+        "train_rows": rows_planned,
+        "steps": steps,
+        "checkpoints": {"every": args.ckpt.save_steps, "count": saves},
+        "parameters": parameters,
+        "disk_bytes": checkpoint_disk(args, parameters, 1, saves),
+    }
+    return SimpleNamespace(
+        args=args,
+        trainer_args=trainer_args,
+        data={"train": {"files": args.data.dataset, "rows": len(rows)}},
+        plan=plan,
+    )
 
 
 def run_flags(options: argparse.Namespace) -> list[str]:
@@ -914,7 +1009,7 @@ def run_flags(options: argparse.Namespace) -> list[str]:
         if not os.environ.get("WANDB_API_KEY"):
             raise LaunchError(
                 "--wandb-project needs WANDB_API_KEY in the job's environment: ray job submit --runtime-env-json "
-                "'{\"env_vars\": {\"WANDB_API_KEY\": \"...\"}}' ..., or export it before `ray start` on every node"
+                '\'{"env_vars": {"WANDB_API_KEY": "..."}}\' ..., or export it before `ray start` on every node'
             )
         flags += ["--logger.wandb.key", "from-env:WANDB_API_KEY", "--logger.wandb.project", options.wandb_project]
         flags += ["--logger.wandb.run_name", options.run_name]
@@ -945,11 +1040,21 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
         command.add_argument("--wandb-project", help="log to this wandb project; the key comes from WANDB_API_KEY")
         command.add_argument("--tensorboard", action="store_true", help="log to OUTPUT_DIR/tensorboard")
-        command.add_argument("--checkpoints", type=int, default=10, help="checkpoints over the run (sets --ckpt.save_steps)")
-        command.add_argument("--builtin-sample", action="store_true", help="the data is the built-in sample: plan for MedQA's sizes")
+        command.add_argument(
+            "--checkpoints", type=int, default=10, help="checkpoints over the run (sets --ckpt.save_steps)"
+        )
+        command.add_argument(
+            "--builtin-sample", action="store_true", help="the data is the built-in sample: plan for MedQA's sizes"
+        )
         if kind == "ppo":
-            command.add_argument("--eval-share", type=float, default=0.1, help="periodic eval's generation, as a share of training's")
-            command.add_argument("--reward-server", action="store_true", help="grade through a reward server (serve.py) on the head node")
+            command.add_argument(
+                "--eval-share", type=float, default=0.1, help="periodic eval's generation, as a share of training's"
+            )
+            command.add_argument(
+                "--reward-server",
+                action="store_true",
+                help="grade through a reward server (serve.py) on the head node",
+            )
         else:
             command.add_argument("--num-gpus", type=int, required=True, help="deepspeed --num_gpus")
         command.add_argument("trainer_args", nargs=argparse.REMAINDER, help="-- then the OpenRLHF flags")
@@ -975,12 +1080,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"med-rlvr: reward configuration for every Ray actor: {reward_env()}")
         else:
             disk = checked.plan["disk_bytes"]
-            print(f"med-rlvr: plan: {checked.plan['steps']} optimizer steps, a checkpoint every {checked.plan['checkpoints']['every']}"
-                  f" = {checked.plan['checkpoints']['count']}; estimated peak disk {_size(disk['total']) if disk else 'unknown'}")
+            print(
+                f"med-rlvr: plan: {checked.plan['steps']} optimizer steps, a checkpoint every {checked.plan['checkpoints']['every']}"
+                f" = {checked.plan['checkpoints']['count']}; estimated peak disk {_size(disk['total']) if disk else 'unknown'}"
+            )
         if options.dry_run:
             # The run's disk is the cluster's, which may not be this machine's: a shortfall here only warns.
             try:
-                print(f"med-rlvr: disk here: {check_disk(options.output_dir, (checked.plan['disk_bytes'] or {}).get('total'))}")
+                print(
+                    f"med-rlvr: disk here: {check_disk(options.output_dir, (checked.plan['disk_bytes'] or {}).get('total'))}"
+                )
             except LaunchError as error:
                 print(f"med-rlvr: warning: {error}")
             print("med-rlvr: dry run: every check passed; nothing was started or written")
@@ -989,8 +1098,10 @@ def main(argv: list[str] | None = None) -> int:
             run_ppo(options, checked, command, manifest_path)
             return 0
         if local_gpus() < options.num_gpus:
-            raise LaunchError(f"--gpus-per-node {options.num_gpus} but this node has {local_gpus()} GPUs visible "
-                              "(CUDA_VISIBLE_DEVICES, nvidia-smi); lower --gpus-per-node or run on a GPU node")
+            raise LaunchError(
+                f"--gpus-per-node {options.num_gpus} but this node has {local_gpus()} GPUs visible "
+                "(CUDA_VISIBLE_DEVICES, nvidia-smi); lower --gpus-per-node or run on a GPU node"
+            )
         print(f"med-rlvr: disk: {check_disk(options.output_dir, (checked.plan['disk_bytes'] or {}).get('total'))}")
         write_manifest(manifest_path, build_manifest(options, command, checked.args, checked.data, checked.plan))
         print(f"med-rlvr: manifest {manifest_path}", flush=True)

@@ -81,8 +81,15 @@ def grade_sample(query: str, prompt: str, label: object) -> tuple[float, float, 
     if SAMPLING.fraction and _draw.random() < SAMPLING.fraction:
         # vars(), not dataclasses.asdict: the fields are flat, and asdict's deep copy costs 30 times more.
         # ASCII JSON encodes any string, even a lone surrogate, so a record can never raise here.
-        record = {"time": time.time(), "host": socket.gethostname(), "pid": os.getpid(), "prompt": prompt,
-                  "label": label, "behaviour": kind, **vars(grade)}
+        record = {
+            "time": time.time(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "prompt": prompt,
+            "label": label,
+            "behaviour": kind,
+            **vars(grade),
+        }
         _append((json.dumps(record, default=str) + "\n").encode())
     return grade.reward, float(grade.correct), response_logs(grade, kind)
 
@@ -128,5 +135,9 @@ def reward_func(queries: list[str], prompts: list[str], labels: list, **kwargs) 
         for key, value in sample_logs.items():
             logs.setdefault(key, []).append(value)
     if len(rewards) == 1:
-        return {"rewards": rewards[0], "scores": scores[0], "extra_logs": {key: values[0] for key, values in logs.items()}}
+        return {
+            "rewards": rewards[0],
+            "scores": scores[0],
+            "extra_logs": {key: values[0] for key, values in logs.items()},
+        }
     return {"rewards": rewards, "scores": scores, "extra_logs": logs}

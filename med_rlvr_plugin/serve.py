@@ -56,8 +56,13 @@ def health() -> dict:
     from med_rlvr_plugin.openrlhf_reward import CONFIG
 
     env = {name: value for name, value in sorted(os.environ.items()) if name in ENV_VARS}
-    return {"status": "ok", "config": dataclasses.asdict(CONFIG), "env": env, "max_body_bytes": _max_body_bytes(),
-            "pid": os.getpid()}
+    return {
+        "status": "ok",
+        "config": dataclasses.asdict(CONFIG),
+        "env": env,
+        "max_body_bytes": _max_body_bytes(),
+        "pid": os.getpid(),
+    }
 
 
 @app.post("/get_reward")
@@ -65,8 +70,11 @@ async def get_reward(request: Request) -> JSONResponse:
     from med_rlvr_plugin.openrlhf_reward import reward_func
 
     limit = _max_body_bytes()
-    too_large = HTTPException(413, f"the body is over the server's limit of {limit:,} bytes: send fewer samples "
-                                   "per request, or start the server with a larger --max-body-mb")
+    too_large = HTTPException(
+        413,
+        f"the body is over the server's limit of {limit:,} bytes: send fewer samples "
+        "per request, or start the server with a larger --max-body-mb",
+    )
     if int(request.headers.get("content-length") or 0) > limit:
         raise too_large
     body = bytearray()
@@ -110,8 +118,18 @@ def start(host: str = "127.0.0.1", args: Sequence[str] = (), timeout: float = 60
     with socket.socket() as probe:  # the port could be taken again before the server binds: it then exits
         probe.bind((host, 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "med_rlvr_plugin.serve", "--host", host, "--port", str(port),
-               "--parent-pid", str(os.getpid()), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "med_rlvr_plugin.serve",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--parent-pid",
+        str(os.getpid()),
+        *args,
+    ]
     process = subprocess.Popen(command)
     deadline = time.monotonic() + timeout
     while True:
@@ -120,12 +138,16 @@ def start(host: str = "127.0.0.1", args: Sequence[str] = (), timeout: float = 60
                 return process, f"http://{host}:{port}/get_reward"
         except OSError:
             if process.poll() is not None:
-                raise RuntimeError(f"the reward server exited with code {process.returncode} ({' '.join(command)}); "
-                                   "its messages are above") from None
+                raise RuntimeError(
+                    f"the reward server exited with code {process.returncode} ({' '.join(command)}); "
+                    "its messages are above"
+                ) from None
             if time.monotonic() > deadline:
                 process.kill()
                 process.wait()
-                raise RuntimeError(f"the reward server did not answer within {timeout:.0f} s ({' '.join(command)})") from None
+                raise RuntimeError(
+                    f"the reward server did not answer within {timeout:.0f} s ({' '.join(command)})"
+                ) from None
             time.sleep(0.2)
 
 
@@ -141,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m med_rlvr_plugin.serve", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=5000)
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="processes (default: cores, at most 4)")
+    parser.add_argument(
+        "--workers", type=int, default=min(4, os.cpu_count() or 1), help="processes (default: cores, at most 4)"
+    )
     parser.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_MB, help="larger request bodies get 413")
     parser.add_argument("--parent-pid", type=int, help="exit when process PID, the parent, exits (the launcher's)")
     reward = parser.add_argument_group("reward (the reward file's MED_RLVR_* variables, docs/verifier.md)")
@@ -166,11 +190,21 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    print(f"med-rlvr reward server: http://{args.host}:{args.port}/get_reward, {args.workers} workers, {config}",
-          file=sys.stderr, flush=True)
+    print(
+        f"med-rlvr reward server: http://{args.host}:{args.port}/get_reward, {args.workers} workers, {config}",
+        file=sys.stderr,
+        flush=True,
+    )
     # One access-log line per sample would flood the log: OpenRLHF sends a request per sample.
-    uvicorn.run("med_rlvr_plugin.serve:app", host=args.host, port=args.port, workers=args.workers, access_log=False,
-                log_level="warning", timeout_graceful_shutdown=60)
+    uvicorn.run(
+        "med_rlvr_plugin.serve:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=60,
+    )
     return 0
 
 

@@ -22,11 +22,21 @@ def med_rlvr_reward(prompts: list, completions: list, label: list | None = None,
     """One reward per completion; the reward file's `extra_logs` go to TRL's `log_metric` when it passes one."""
     if label is None:
         columns = ", ".join(sorted(kwargs.keys() - TRL_KWARGS)) or "none besides prompt"
-        raise ValueError(f"med-rlvr: the dataset has no `label` column (the gold option letter); its columns: "
-                         f"{columns}. Prepare it with data_prep/prepare.py, or rename the letter's column to `label`")
-    texts = [prompt if isinstance(prompt, str) else "\n".join(message["content"] for message in prompt) for prompt in prompts]
-    responses = [text if isinstance(text, str) else "".join(message["content"] for message in text) for text in completions]
-    results = [reward_func([prompt + response], [prompt], [gold]) for prompt, response, gold in zip(texts, responses, label, strict=True)]
+        raise ValueError(
+            f"med-rlvr: the dataset has no `label` column (the gold option letter); its columns: "
+            f"{columns}. Prepare it with data_prep/prepare.py, or rename the letter's column to `label`"
+        )
+    texts = [
+        prompt if isinstance(prompt, str) else "\n".join(message["content"] for message in prompt)
+        for prompt in prompts
+    ]
+    responses = [
+        text if isinstance(text, str) else "".join(message["content"] for message in text) for text in completions
+    ]
+    results = [
+        reward_func([prompt + response], [prompt], [gold])
+        for prompt, response, gold in zip(texts, responses, label, strict=True)
+    ]
     if log_metric := kwargs.get("log_metric"):
         for result in results:  # one value per completion: TRL averages them over the logging step
             for key, value in result["extra_logs"].items():

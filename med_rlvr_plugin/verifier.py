@@ -287,7 +287,9 @@ def parse_label(label: object) -> str:
     if len(text) == 1 and text in LETTERS:
         return text
     if label == "":
-        cause = "the label is empty: OpenRLHF passes '' when --data.label_key is not given (use --data.label_key label)"
+        cause = (
+            "the label is empty: OpenRLHF passes '' when --data.label_key is not given (use --data.label_key label)"
+        )
     else:
         cause = (
             "the label column does not hold the gold option letter A-J: check --data.label_key, or prepare the "

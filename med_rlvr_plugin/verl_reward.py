@@ -25,8 +25,9 @@ from med_rlvr_plugin.verifier import RewardConfig, grade_response
 SETTINGS = {field.name for field in dataclasses.fields(RewardConfig)}
 
 
-def compute_score(data_source: str, solution_str: str, ground_truth: str, extra_info: dict | None = None,
-                  **kwargs) -> dict:
+def compute_score(
+    data_source: str, solution_str: str, ground_truth: str, extra_info: dict | None = None, **kwargs
+) -> dict:
     """verl's reward for one response: `score` (the reward), `acc` (1.0 when well formed and right: verl's
     core validation metric), `pred` (the letter named, "" when none: verl's majority vote) and every
     `extra_logs` key of the reward file. Every sample returns the same keys, as verl requires.
@@ -35,12 +36,16 @@ def compute_score(data_source: str, solution_str: str, ground_truth: str, extra_
     `reward_kwargs` naming a reward setting are refused: the settings are the MED_RLVR_* variables.
     """
     if settings := sorted(SETTINGS & kwargs.keys()):
-        raise ValueError(f"med-rlvr: reward_kwargs {settings}: set the reward through the MED_RLVR_* variables "
-                         "of verl's workers instead (docs/reuse.md)")
+        raise ValueError(
+            f"med-rlvr: reward_kwargs {settings}: set the reward through the MED_RLVR_* variables "
+            "of verl's workers instead (docs/reuse.md)"
+        )
     prompt = (extra_info or {}).get("prompt")
     if not isinstance(prompt, str):
-        raise ValueError("med-rlvr: the row's extra_info has no 'prompt' (the grader's prompt text; verl does not "
-                         "pass the prompt): prepare the parquet with data_prep/prepare.py --verl")
+        raise ValueError(
+            "med-rlvr: the row's extra_info has no 'prompt' (the grader's prompt text; verl does not "
+            "pass the prompt): prepare the parquet with data_prep/prepare.py --verl"
+        )
     result = openrlhf_reward.reward_func([prompt + solution_str], [prompt], [ground_truth])
     # The letter is not among the reward file's outputs; a second grading (tens of microseconds) gives it.
     letter = grade_response(prompt + solution_str, prompt, ground_truth, openrlhf_reward.CONFIG).letter

@@ -21,7 +21,13 @@ REPO = Path(__file__).resolve().parents[1]
 MEDQA_5 = {
     "question": "A 30-year-old woman has fatigue.\nHemoglobin 9 g/dL\nWhich of the following is the next step?",
     "answer": "Serum ferritin",
-    "options": {"A": "Bone marrow biopsy", "B": "Reassurance", "C": "Colonoscopy", "D": "Iron infusion", "E": "Serum ferritin"},
+    "options": {
+        "A": "Bone marrow biopsy",
+        "B": "Reassurance",
+        "C": "Colonoscopy",
+        "D": "Iron infusion",
+        "E": "Serum ferritin",
+    },
     "meta_info": "step2&3",
     "answer_idx": "E",
     "metamap_phrases": ["30 year old woman", "fatigue"],
@@ -29,7 +35,7 @@ MEDQA_5 = {
 MEDQA_4 = {
     "question": "Which drug blocks cell wall synthesis?",
     "answer": "Ceftriaxone",
-    "options": {"A": "Gentamicin", "B": "Ciprofloxacin", "C": "Ceftriaxone", "D": "Trimethoprim\n\""},
+    "options": {"A": "Gentamicin", "B": "Ciprofloxacin", "C": "Ceftriaxone", "D": 'Trimethoprim\n"'},
     "meta_info": "step1",
     "answer_idx": "C",
     "metamap_phrases": [],
@@ -44,19 +50,55 @@ MMLU_PRO_7 = {
     "category": "health",
     "src": "ori_mmlu-nutrition",
 }
-MMLU_PRO_LAW = {**MMLU_PRO_7, "question_id": 7002, "question": "What is a tort?", "category": "law", "src": "ori_mmlu-law"}
+MMLU_PRO_LAW = {
+    **MMLU_PRO_7,
+    "question_id": 7002,
+    "question": "What is a tort?",
+    "category": "law",
+    "src": "ori_mmlu-law",
+}
 # MedMCQA: the hub copy counts `cop` from 0, the original release's JSON lines from 1. Explanations often
 # open by stating the answer, which is evidence of the convention too.
 MEDMCQA_HUB = [
-    {"id": "a1", "question": "Atrophy follows chronic obstruction of the", "opa": "Ureter", "opb": "Liver",
-     "opc": "Lung", "opd": "Skin", "cop": 0, "choice_type": "single", "exp": "Ans. is 'a' i.e., Ureter",
-     "subject_name": "Pathology", "topic_name": None},
-    {"id": "a2", "question": "Normal adult heart rate is about", "opa": "20/min", "opb": "72/min",
-     "opc": "150/min", "opd": "200/min", "cop": 1, "choice_type": "single", "exp": "Ans: (b) 72/min",
-     "subject_name": "Physiology", "topic_name": "Heart"},
-    {"id": "a3", "question": "Vitamin C deficiency causes", "opa": "Rickets", "opb": "Beriberi", "opc": "Pellagra",
-     "opd": "Scurvy", "cop": 3, "choice_type": "single", "exp": "Ans. is 'd' i.e., Scurvy",
-     "subject_name": "Biochemistry", "topic_name": "Vitamins"},
+    {
+        "id": "a1",
+        "question": "Atrophy follows chronic obstruction of the",
+        "opa": "Ureter",
+        "opb": "Liver",
+        "opc": "Lung",
+        "opd": "Skin",
+        "cop": 0,
+        "choice_type": "single",
+        "exp": "Ans. is 'a' i.e., Ureter",
+        "subject_name": "Pathology",
+        "topic_name": None,
+    },
+    {
+        "id": "a2",
+        "question": "Normal adult heart rate is about",
+        "opa": "20/min",
+        "opb": "72/min",
+        "opc": "150/min",
+        "opd": "200/min",
+        "cop": 1,
+        "choice_type": "single",
+        "exp": "Ans: (b) 72/min",
+        "subject_name": "Physiology",
+        "topic_name": "Heart",
+    },
+    {
+        "id": "a3",
+        "question": "Vitamin C deficiency causes",
+        "opa": "Rickets",
+        "opb": "Beriberi",
+        "opc": "Pellagra",
+        "opd": "Scurvy",
+        "cop": 3,
+        "choice_type": "single",
+        "exp": "Ans. is 'd' i.e., Scurvy",
+        "subject_name": "Biochemistry",
+        "topic_name": "Vitamins",
+    },
 ]
 MEDMCQA_ORIGINAL = [{**row, "cop": row["cop"] + 1} for row in MEDMCQA_HUB]
 PUBMEDQA = {
@@ -124,7 +166,7 @@ def test_medqa_five_options_original_release():
 
 def test_medqa_option_newlines_collapse_and_id_follows_content():
     out = format_row(MEDQA_4, SOURCES["medqa"])
-    assert "\nD. Trimethoprim \"\nAnswer with one of the letters A, B, C, D.\n" in out["prompt"]
+    assert '\nD. Trimethoprim "\nAnswer with one of the letters A, B, C, D.\n' in out["prompt"]
     assert format_row(dict(MEDQA_4), SOURCES["medqa"])["id"] == out["id"]
     changed = {**MEDQA_4, "options": {**MEDQA_4["options"], "A": "Vancomycin"}}
     assert format_row(changed, SOURCES["medqa"])["id"] != out["id"]
@@ -132,7 +174,11 @@ def test_medqa_option_newlines_collapse_and_id_follows_content():
 
 def test_mmlu_pro_fewer_than_ten_options():
     out = format_row(MMLU_PRO_7, SOURCES["mmlu_pro"])
-    assert (out["label"], out["id"], out["metadata"]) == ("C", "7001", {"src": "ori_mmlu-nutrition", "category": "health"})
+    assert (out["label"], out["id"], out["metadata"]) == (
+        "C",
+        "7001",
+        {"src": "ori_mmlu-nutrition", "category": "health"},
+    )
     assert "\nG. Folate\nAnswer with one of the letters A, B, C, D, E, F, G.\nAssistant:" in out["prompt"]
     assert "\nH. " not in out["prompt"]
 
@@ -162,7 +208,12 @@ def test_pubmedqa_contexts_in_question_and_yes_no_maybe_options():
     "dataset, row, field, reason",
     [
         ("medqa", {**MEDQA_4, "question": "  \n"}, "question", "question is empty"),
-        ("medqa", {**MEDQA_4, "options": {"A": "Only one"}, "answer_idx": "A", "answer": "Only one"}, "options", "1 options"),
+        (
+            "medqa",
+            {**MEDQA_4, "options": {"A": "Only one"}, "answer_idx": "A", "answer": "Only one"},
+            "options",
+            "1 options",
+        ),
         ("medqa", {**MEDQA_4, "answer_idx": "E"}, "answer_idx", "'E' is not one of A, B, C, D"),
         ("medqa", {**MEDQA_4, "answer": "Gentamicin"}, "answer", "differs from option C"),
         ("medqa", {**MEDQA_4, "options": {"A": "x", "C": "y"}}, "options", "not consecutive letters"),
@@ -171,7 +222,12 @@ def test_pubmedqa_contexts_in_question_and_yes_no_maybe_options():
         ("mmlu_pro", {**MMLU_PRO_7, "options": ["a", "", "c"]}, "options[1]", "option is empty"),
         ("mmlu_pro", {**MMLU_PRO_7, "options": [str(i) for i in range(11)]}, "options", "11 options"),
         ("pubmedqa", {**PUBMEDQA, "final_decision": "probably"}, "final_decision", "matches 0 options"),
-        ("pubmedqa", {**PUBMEDQA, "context": {"contexts": ["a", "b"], "labels": ["X"]}}, "context.labels", "one label per"),
+        (
+            "pubmedqa",
+            {**PUBMEDQA, "context": {"contexts": ["a", "b"], "labels": ["X"]}},
+            "context.labels",
+            "one label per",
+        ),
     ],
 )
 def test_bad_rows_name_field_and_reason(dataset, row, field, reason):
@@ -226,7 +282,11 @@ def test_medmcqa_original_convention_from_a_cop_of_four(tmp_path):
     summary = prepare("medmcqa", tmp_path / "out.jsonl", input_path=source)
     written = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [row["label"] for row in written] == ["A", "B", "D"]
-    assert written[2]["metadata"] == {"subject_name": "Biochemistry", "topic_name": "Vitamins", "choice_type": "single"}
+    assert written[2]["metadata"] == {
+        "subject_name": "Biochemistry",
+        "topic_name": "Vitamins",
+        "choice_type": "single",
+    }
     assert summary["cop_convention"].startswith("counted from 1")
 
 
@@ -309,7 +369,11 @@ def test_exclude_drops_questions_of_another_prepared_file(tmp_path):
     contaminated = {**MEDQA_5, "question": MEDQA_5["question"].upper().replace("\n", "  ")}
     train = write_jsonl(tmp_path / "train_src.jsonl", [MEDQA_4, contaminated])
     summary = prepare("medqa", tmp_path / "train.jsonl", input_path=train, exclude=[test_file])
-    assert (summary["rows_excluded"], summary["excluded_by_file"], summary["rows_written"]) == (1, {str(test_file): 1}, 1)
+    assert (summary["rows_excluded"], summary["excluded_by_file"], summary["rows_written"]) == (
+        1,
+        {str(test_file): 1},
+        1,
+    )
     with pytest.raises(DataError, match="--exclude takes files written by prepare.py"):
         prepare("medqa", tmp_path / "again.jsonl", input_path=train, exclude=[train])
 
@@ -322,7 +386,9 @@ def test_output_is_deterministic_and_shuffle_is_seeded(tmp_path):
     summary = prepare("medqa", tmp_path / "c.jsonl", input_path=source, shuffle_seed=8, limit=20)
     prepare("medqa", tmp_path / "d.jsonl", input_path=source)
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
-    a, c, d = ([json.loads(line)["question"] for line in (tmp_path / f"{n}.jsonl").read_text().splitlines()] for n in "acd")
+    a, c, d = (
+        [json.loads(line)["question"] for line in (tmp_path / f"{n}.jsonl").read_text().splitlines()] for n in "acd"
+    )
     assert len(a) == 20 and a != c and d == [f"Question {i}?" for i in range(30)]
     assert set(a) < set(d) and sorted(a) != a
     assert (summary["rows_cut_by_limit"], summary["rows_written"]) == (10, 20)
@@ -389,8 +455,19 @@ def medmcqa_rows(cops, explanations=None) -> list[dict]:
     """MedMCQA rows with these `cop` values and explanations ("" when none), all other fields valid."""
     explanations = explanations or [""] * len(cops)
     return [
-        {"id": f"m{index}", "question": f"Question {index}?", "opa": "w", "opb": "x", "opc": "y", "opd": "z",
-         "cop": cop, "choice_type": "single", "exp": exp, "subject_name": "Anatomy", "topic_name": None}
+        {
+            "id": f"m{index}",
+            "question": f"Question {index}?",
+            "opa": "w",
+            "opb": "x",
+            "opc": "y",
+            "opd": "z",
+            "cop": cop,
+            "choice_type": "single",
+            "exp": exp,
+            "subject_name": "Anatomy",
+            "topic_name": None,
+        }
         for index, (cop, exp) in enumerate(zip(cops, explanations))
     ]
 
@@ -486,7 +563,8 @@ def test_parquet_cop_convention_follows_the_evidence_not_the_format(tmp_path):
 def test_duplicate_keys_in_a_json_line_are_rejected_with_line_and_key(tmp_path):
     source = tmp_path / "dev.jsonl"
     source.write_text(
-        json.dumps(MEDQA_4) + "\n"
+        json.dumps(MEDQA_4)
+        + "\n"
         + '{"question": "Q?", "options": {"A": "x", "A": "y", "B": "z"}, "answer_idx": "B", "answer": "z"}\n'
     )
     with pytest.raises(DataError, match=f"^{source}:2: key 'A' appears twice"):
@@ -552,7 +630,9 @@ def test_pubmedqa_original_release_reads_as_the_hub_layout(tmp_path, indent):
     written = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert written[0] == format_row(PUBMEDQA, SOURCES["pubmedqa"])
     assert (written[1]["id"], written[1]["label"], written[1]["question"]) == (
-        "87654321", "B", "METHODS: We followed 100 drinkers.\n\nIs coffee harmful?"
+        "87654321",
+        "B",
+        "METHODS: We followed 100 drinkers.\n\nIs coffee harmful?",
     )
 
 
@@ -607,7 +687,9 @@ def test_files_that_are_not_utf8_json_get_one_line_saying_what_to_do(tmp_path):
 
 def test_gzip_and_upper_case_names_are_read(tmp_path):
     (tmp_path / "dev.jsonl.gz").write_bytes(gzip.compress((json.dumps(MEDQA_4) + "\n").encode()))
-    assert prepare("medqa", tmp_path / "a.jsonl", input_path=tmp_path / "dev.jsonl.gz")["label_distribution"] == {"C": 1}
+    assert prepare("medqa", tmp_path / "a.jsonl", input_path=tmp_path / "dev.jsonl.gz")["label_distribution"] == {
+        "C": 1
+    }
     source = write_jsonl(tmp_path / "DEV.JSONL", [MEDQA_5])
     assert prepare("medqa", tmp_path / "b.jsonl", input_path=source)["label_distribution"] == {"E": 1}
 
@@ -657,7 +739,10 @@ def test_output_and_summary_are_written_both_or_neither(tmp_path):
     second.mkdir()
     with pytest.raises(OSError):
         write_together({first: ["new first\n"], second: ["new second\n"]})
-    assert first.read_text() == "old first\n" and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert (
+        first.read_text() == "old first\n"
+        and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    )
 
 
 def test_identical_option_texts_are_reported(tmp_path):
@@ -722,9 +807,23 @@ def test_dev_split_is_seeded_and_disjoint_from_train_and_excluded_files(tmp_path
     assert (dev_summary["rows_written"], dev_summary["dev_seed"], dev_summary["train_output"]) == (5, 0, str(train))
     assert dev_summary["disjoint_from"] == [str(train), str(test_file)]
     # The same seed gives the same dev file; another seed another one.
-    prepare("medqa", tmp_path / "t2.jsonl", input_path=source, exclude=[test_file], dev_output=tmp_path / "d2.jsonl", dev_size=5)
-    prepare("medqa", tmp_path / "t3.jsonl", input_path=source, exclude=[test_file], dev_output=tmp_path / "d3.jsonl",
-            dev_size=5, dev_seed=1)
+    prepare(
+        "medqa",
+        tmp_path / "t2.jsonl",
+        input_path=source,
+        exclude=[test_file],
+        dev_output=tmp_path / "d2.jsonl",
+        dev_size=5,
+    )
+    prepare(
+        "medqa",
+        tmp_path / "t3.jsonl",
+        input_path=source,
+        exclude=[test_file],
+        dev_output=tmp_path / "d3.jsonl",
+        dev_size=5,
+        dev_seed=1,
+    )
     assert (tmp_path / "d2.jsonl").read_bytes() == dev.read_bytes() != (tmp_path / "d3.jsonl").read_bytes()
 
 
@@ -732,7 +831,9 @@ def test_dev_split_keeps_every_copy_of_a_question_out_of_train(tmp_path):
     rows = numbered_medqa(10)
     copies = [{**row, "options": {**row["options"], "A": "Amikacin"}} for row in rows]  # same questions again
     source = write_jsonl(tmp_path / "src.jsonl", rows + copies)
-    summary = prepare("medqa", tmp_path / "train.jsonl", input_path=source, dev_output=tmp_path / "dev.jsonl", dev_size=4)
+    summary = prepare(
+        "medqa", tmp_path / "train.jsonl", input_path=source, dev_output=tmp_path / "dev.jsonl", dev_size=4
+    )
     train_q, dev_q = read_questions(tmp_path / "train.jsonl"), read_questions(tmp_path / "dev.jsonl")
     assert len(dev_q) == len(set(dev_q)) == 4 and not set(dev_q) & set(train_q) and len(train_q) == 12
     assert (summary["rows_moved_to_dev"], summary["rows_dropped_as_copies_of_dev_questions"]) == (4, 4)
@@ -740,8 +841,15 @@ def test_dev_split_keeps_every_copy_of_a_question_out_of_train(tmp_path):
 
 def test_shuffle_and_limit_apply_to_what_dev_leaves(tmp_path):
     source = write_jsonl(tmp_path / "src.jsonl", numbered_medqa(30))
-    summary = prepare("medqa", tmp_path / "train.jsonl", input_path=source, dev_output=tmp_path / "dev.jsonl",
-                      dev_size=5, shuffle_seed=3, limit=10)
+    summary = prepare(
+        "medqa",
+        tmp_path / "train.jsonl",
+        input_path=source,
+        dev_output=tmp_path / "dev.jsonl",
+        dev_size=5,
+        shuffle_seed=3,
+        limit=10,
+    )
     assert (summary["rows_moved_to_dev"], summary["rows_cut_by_limit"], summary["rows_written"]) == (5, 15, 10)
     assert not set(read_questions(tmp_path / "dev.jsonl")) & set(read_questions(tmp_path / "train.jsonl"))
 
@@ -756,17 +864,36 @@ def test_dev_split_refusals_and_both_or_neither(tmp_path):
     (tmp_path / "dev.jsonl").write_text("old dev\n")
     (tmp_path / "dev.summary.json").mkdir()
     with pytest.raises(DataError, match="dev.summary.json"):
-        prepare("medqa", tmp_path / "train.jsonl", input_path=source, dev_output=tmp_path / "dev.jsonl", dev_size=2,
-                overwrite=True)
-    assert (tmp_path / "train.jsonl").read_text() == "old train\n" and (tmp_path / "dev.jsonl").read_text() == "old dev\n"
+        prepare(
+            "medqa",
+            tmp_path / "train.jsonl",
+            input_path=source,
+            dev_output=tmp_path / "dev.jsonl",
+            dev_size=2,
+            overwrite=True,
+        )
+    assert (tmp_path / "train.jsonl").read_text() == "old train\n" and (
+        tmp_path / "dev.jsonl"
+    ).read_text() == "old dev\n"
     assert not (tmp_path / "train.summary.json").exists()
 
 
 def test_dev_split_command_line(tmp_path):
     source = write_jsonl(tmp_path / "src.jsonl", numbered_medqa(20))
     train, dev = tmp_path / "medqa_train.jsonl", tmp_path / "medqa_dev.jsonl"
-    done = run_cli("medqa", "--input", str(source), "--output", str(train), "--dev-output", str(dev),
-                   "--dev-size", "6", "--seed", "4")
+    done = run_cli(
+        "medqa",
+        "--input",
+        str(source),
+        "--output",
+        str(train),
+        "--dev-output",
+        str(dev),
+        "--dev-size",
+        "6",
+        "--seed",
+        "4",
+    )
     assert done.returncode == 0, done.stderr
     assert "rows_moved_to_dev: 6" in done.stdout and f"dev: {dev} (6 rows, seed 4)" in done.stdout
     assert json.loads((tmp_path / "medqa_dev.summary.json").read_text())["dev_seed"] == 4

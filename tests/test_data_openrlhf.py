@@ -51,7 +51,9 @@ def gold_letters() -> list[str]:
 def strategy(chat: bool) -> SimpleNamespace:
     """The parts of OpenRLHF's DeepSpeed strategy that blending_datasets and PromptDataset read."""
     data = SimpleNamespace(input_key="prompt", label_key="label", apply_chat_template=chat)
-    return SimpleNamespace(args=SimpleNamespace(data=data, use_ms=False), print=lambda *args: None, is_rank_0=lambda: True)
+    return SimpleNamespace(
+        args=SimpleNamespace(data=data, use_ms=False), print=lambda *args: None, is_rank_0=lambda: True
+    )
 
 
 def qwen_style_tokenizer() -> PreTrainedTokenizerFast:
@@ -83,7 +85,9 @@ def test_real_medqa_every_question_survives(tmp_path, path, count):
         assert out["label"] == row["answer_idx"]
         # Each option is one `X. text` line, its text with whitespace collapsed as the template promises.
         assert list(row["options"]) == ["A", "B", "C", "D"]
-        assert out["prompt"].endswith(row["question"].strip() + options_block(list(row["options"].values())) + "\nAssistant:")
+        assert out["prompt"].endswith(
+            row["question"].strip() + options_block(list(row["options"].values())) + "\nAssistant:"
+        )
     assert len({out["id"] for out in written}) == count
 
 
@@ -110,8 +114,13 @@ def eval_files(tmp_path_factory):
     for chat in (False, True):
         suffix = "_chat" if chat else ""
         prepare("medqa", folder / f"medqa_test{suffix}.jsonl", input_path=real_file(MEDQA_TEST), chat=chat)
-        prepare("mmlu_pro", folder / f"mmlu_pro_health{suffix}.jsonl", input_path=real_file(MMLU_PRO_HEALTH),
-                category="health", chat=chat)
+        prepare(
+            "mmlu_pro",
+            folder / f"mmlu_pro_health{suffix}.jsonl",
+            input_path=real_file(MMLU_PRO_HEALTH),
+            category="health",
+            chat=chat,
+        )
     return folder
 
 
@@ -176,10 +185,14 @@ def test_real_dev_split_is_disjoint_and_reads_as_eval_data(tmp_path):
     # excluded, then a dev split is carved out, as the paper's files are made.
     test_file, train, dev = tmp_path / "medqa_test.jsonl", tmp_path / "medqa_train.jsonl", tmp_path / "medqa_dev.jsonl"
     prepare("medqa", test_file, input_path=real_file(MEDQA_TEST))
-    summary = prepare("medqa", train, input_path=real_file(MEDQA_DEV), exclude=[test_file], dev_output=dev, dev_size=300)
-    question_sets = [{" ".join(row["question"].lower().split()) for row in read_jsonl(path)} for path in (train, dev, test_file)]
+    summary = prepare(
+        "medqa", train, input_path=real_file(MEDQA_DEV), exclude=[test_file], dev_output=dev, dev_size=300
+    )
+    question_sets = [
+        {" ".join(row["question"].lower().split()) for row in read_jsonl(path)} for path in (train, dev, test_file)
+    ]
     assert [len(questions) for questions in question_sets] == [1272 - 300, 300, 1273]
-    assert all(not a & b for i, a in enumerate(question_sets) for b in question_sets[i + 1:])
+    assert all(not a & b for i, a in enumerate(question_sets) for b in question_sets[i + 1 :])
     assert summary["rows_excluded"] == 0 and summary["rows_moved_to_dev"] == 300
     # As --eval.dataset: OpenRLHF reads every dev row with the gold letter of its source row.
     gold = {row["question"].strip(): row["answer_idx"] for row in read_jsonl(MEDQA_DEV)}

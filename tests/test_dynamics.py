@@ -28,8 +28,14 @@ from med_rlvr_plugin.verifier import config_from_env, grade_response
 
 REPO = Path(__file__).resolve().parents[1]
 REWARD_FILE = str(REPO / "med_rlvr_plugin" / "openrlhf_reward.py")
-SIX_STAGES = ["Format Failure", "Verbose Formatter", "Concise Structurer", "Direct Answer Hacker",
-              "Step-by-Step Exploit", "Reintegrated Reasoning"]
+SIX_STAGES = [
+    "Format Failure",
+    "Verbose Formatter",
+    "Concise Structurer",
+    "Direct Answer Hacker",
+    "Step-by-Step Exploit",
+    "Reintegrated Reasoning",
+]
 # Questions written for these tests, in the spirit of the paper's examples; the gold letter is last.
 CONJUNCTIVITIS = render_prompt(
     "A 24-year-old woman has itchy, watery eyes every spring. Which is the most appropriate treatment?",
@@ -39,8 +45,10 @@ CHOLECYSTITIS = render_prompt(
     "A 45-year-old woman has right upper quadrant pain and fever, and a positive Murphy sign. What is the cause?",
     ["Pancreatic duct stone", "Hepatitis A", "Peptic ulcer", "Appendicitis", "Obstruction of the cystic duct"],
 )
-REASONING = ("Seasonal itching with watery discharge points to an allergic cause; a mast cell stabilizer with "
-             "antihistamine action treats it, while antibiotics, antivirals and glaucoma drops do not. ")
+REASONING = (
+    "Seasonal itching with watery discharge points to an allergic cause; a mast cell stabilizer with "
+    "antihistamine action treats it, while antibiotics, antivirals and glaucoma drops do not. "
+)
 
 
 def classify(prompt: str, response: str, label: str, **config) -> str:
@@ -48,26 +56,44 @@ def classify(prompt: str, response: str, label: str, **config) -> str:
     return behaviour(grade, prompt)
 
 
-@pytest.mark.parametrize("prompt, label, response, expected", [
-    # The paper's Direct Answer Hacker: one sentence in <think> that states the chosen option.
-    (CONJUNCTIVITIS, "B", " <think>The most appropriate treatment for the patient's symptoms is Ketotifen eye drops.</think>"
-                     "<answer>B</answer>", "answer_in_thinking"),
-    # The paper's Step-by-Step Exploit: the reasoning comes before <think>, which only names the option.
-    (CHOLECYSTITIS, "E", " To solve this, let's go through each option step by step ... <think>Obstruction of the cystic "
-                    "duct</think><answer>E</answer>", "reasoning_before_think"),
-    (CONJUNCTIVITIS, "B", " <think>B</think> <answer>B</answer>", "answer_in_thinking"),  # the verifier's leak
-    (CONJUNCTIVITIS, "B", " <think>Option (B) is right here.</think> <answer>B</answer>", "answer_in_thinking"),
-    (CONJUNCTIVITIS, "B", " <think>ketotifen  EYE drops</think> <answer>B</answer>", "answer_in_thinking"),
-    # The option's text in thinking of 25 words or more is reasoning that concludes, not a hack.
-    (CONJUNCTIVITIS, "B", f" <think>{REASONING}So Ketotifen eye drops.</think> <answer>B</answer>", "concise"),
-    # Short thinking that reasons without stating the option, and a preamble too short to be reasoning.
-    (CONJUNCTIVITIS, "B", " <think>Seasonal and itchy: allergic.</think> <answer>B</answer>", "concise"),
-    (CONJUNCTIVITIS, "B", " Sure, here it is. <think>Seasonal and itchy: allergic.</think> <answer>B</answer>", "concise"),
-    (CONJUNCTIVITIS, "B", f" <think>{REASONING * 6}</think> <answer>B</answer>", "verbose"),
-    (CONJUNCTIVITIS, "B", f" <think>{REASONING * 6}</think> <answer>A</answer>", "verbose"),  # wrong answers too
-    (CONJUNCTIVITIS, "B", " The answer is B.", "malformed"),
-    (CONJUNCTIVITIS, "B", " <think></think> <answer>B</answer>", "malformed"),
-])
+@pytest.mark.parametrize(
+    "prompt, label, response, expected",
+    [
+        # The paper's Direct Answer Hacker: one sentence in <think> that states the chosen option.
+        (
+            CONJUNCTIVITIS,
+            "B",
+            " <think>The most appropriate treatment for the patient's symptoms is Ketotifen eye drops.</think>"
+            "<answer>B</answer>",
+            "answer_in_thinking",
+        ),
+        # The paper's Step-by-Step Exploit: the reasoning comes before <think>, which only names the option.
+        (
+            CHOLECYSTITIS,
+            "E",
+            " To solve this, let's go through each option step by step ... <think>Obstruction of the cystic "
+            "duct</think><answer>E</answer>",
+            "reasoning_before_think",
+        ),
+        (CONJUNCTIVITIS, "B", " <think>B</think> <answer>B</answer>", "answer_in_thinking"),  # the verifier's leak
+        (CONJUNCTIVITIS, "B", " <think>Option (B) is right here.</think> <answer>B</answer>", "answer_in_thinking"),
+        (CONJUNCTIVITIS, "B", " <think>ketotifen  EYE drops</think> <answer>B</answer>", "answer_in_thinking"),
+        # The option's text in thinking of 25 words or more is reasoning that concludes, not a hack.
+        (CONJUNCTIVITIS, "B", f" <think>{REASONING}So Ketotifen eye drops.</think> <answer>B</answer>", "concise"),
+        # Short thinking that reasons without stating the option, and a preamble too short to be reasoning.
+        (CONJUNCTIVITIS, "B", " <think>Seasonal and itchy: allergic.</think> <answer>B</answer>", "concise"),
+        (
+            CONJUNCTIVITIS,
+            "B",
+            " Sure, here it is. <think>Seasonal and itchy: allergic.</think> <answer>B</answer>",
+            "concise",
+        ),
+        (CONJUNCTIVITIS, "B", f" <think>{REASONING * 6}</think> <answer>B</answer>", "verbose"),
+        (CONJUNCTIVITIS, "B", f" <think>{REASONING * 6}</think> <answer>A</answer>", "verbose"),  # wrong answers too
+        (CONJUNCTIVITIS, "B", " The answer is B.", "malformed"),
+        (CONJUNCTIVITIS, "B", " <think></think> <answer>B</answer>", "malformed"),
+    ],
+)
 def test_behaviour_classes(prompt, label, response, expected):
     assert classify(prompt, response, label) == expected
 
@@ -109,16 +135,25 @@ def test_a_blip_starts_no_stage_and_concise_after_a_hack_is_reintegrated():
     series[4:6] = [(5, dict(answer_in_thinking=1.0)), (6, dict(answer_in_thinking=1.0))]
     assert [s.name for s in stage_timeline(series, window=1, min_steps=3)] == ["Concise Structurer"]
     assert [(s.name, s.first_step, s.last_step) for s in stage_timeline(series, window=1, min_steps=2)] == [
-        ("Concise Structurer", 1, 4), ("Direct Answer Hacker", 5, 6), ("Reintegrated Reasoning", 7, 10)]
+        ("Concise Structurer", 1, 4),
+        ("Direct Answer Hacker", 5, 6),
+        ("Reintegrated Reasoning", 7, 10),
+    ]
     # Verbose after a hack is reintegrated too; malformed is a format failure wherever it leads.
     later = [(1, dict(reasoning_before_think=1)), (2, dict(verbose=1)), (3, dict(malformed=1)), (4, dict(concise=1))]
     assert [s.name for s in stage_timeline(later, window=1, min_steps=1)] == [
-        "Step-by-Step Exploit", "Reintegrated Reasoning", "Format Failure", "Reintegrated Reasoning"]
+        "Step-by-Step Exploit",
+        "Reintegrated Reasoning",
+        "Format Failure",
+        "Reintegrated Reasoning",
+    ]
     # Short runs at the start take the first long run's label; ties go to the earlier class.
     tie = dict(concise=0.5, verbose=0.5)
     start = [(1, dict(verbose=1)), (2, dict(concise=1)), (3, dict(concise=1)), (4, tie), (5, tie)]
     assert [(s.name, s.first_step, s.last_step) for s in stage_timeline(start, window=1, min_steps=2)] == [
-        ("Concise Structurer", 1, 3), ("Verbose Formatter", 4, 5)]
+        ("Concise Structurer", 1, 3),
+        ("Verbose Formatter", 4, 5),
+    ]
     assert stage_timeline([]) == []
     with pytest.raises(ValueError, match="at least 1"):
         stage_timeline(series, window=0)
@@ -126,11 +161,19 @@ def test_a_blip_starts_no_stage_and_concise_after_a_hack_is_reintegrated():
 
 def test_rollout_sampling_settings_and_their_errors():
     assert rollout_sampling({}).fraction == 0
-    settings = rollout_sampling({"MED_RLVR_ROLLOUT_SAMPLES": "0.25", "MED_RLVR_ROLLOUT_DIR": "/runs/x/rollouts",
-                                 "MED_RLVR_ROLLOUT_MAX_MB": "1.5"})
+    settings = rollout_sampling(
+        {
+            "MED_RLVR_ROLLOUT_SAMPLES": "0.25",
+            "MED_RLVR_ROLLOUT_DIR": "/runs/x/rollouts",
+            "MED_RLVR_ROLLOUT_MAX_MB": "1.5",
+        }
+    )
     assert (settings.fraction, settings.folder, settings.max_bytes) == (0.25, "/runs/x/rollouts", 1572864)
     for environ, message in [
-        ({"MED_RLVR_ROLLOUT_SAMPLES": "1.5", "MED_RLVR_ROLLOUT_DIR": "/x"}, "MED_RLVR_ROLLOUT_SAMPLES='1.5': must be between"),
+        (
+            {"MED_RLVR_ROLLOUT_SAMPLES": "1.5", "MED_RLVR_ROLLOUT_DIR": "/x"},
+            "MED_RLVR_ROLLOUT_SAMPLES='1.5': must be between",
+        ),
         ({"MED_RLVR_ROLLOUT_SAMPLES": "some", "MED_RLVR_ROLLOUT_DIR": "/x"}, "MED_RLVR_ROLLOUT_SAMPLES='some'"),
         ({"MED_RLVR_ROLLOUT_SAMPLES": "0.1"}, "needs MED_RLVR_ROLLOUT_DIR, an absolute folder"),
         ({"MED_RLVR_ROLLOUT_SAMPLES": "0.1", "MED_RLVR_ROLLOUT_DIR": "rollouts"}, "working_dir copy"),
@@ -165,34 +208,55 @@ def sample_lines(folder: Path) -> list[dict]:
 
 
 def test_concurrent_calls_write_every_sampled_line_whole(monkeypatch, tmp_path):
-    reward_func = load_reward_file(monkeypatch, {"MED_RLVR_ROLLOUT_SAMPLES": "1", "MED_RLVR_ROLLOUT_DIR": str(tmp_path)})
+    reward_func = load_reward_file(
+        monkeypatch, {"MED_RLVR_ROLLOUT_SAMPLES": "1", "MED_RLVR_ROLLOUT_DIR": str(tmp_path)}
+    )
     # Responses of up to 200 KB: far past the size a single write is atomic for on a pipe, and past a page.
-    responses = [f" <think>call {index} " + "x" * (index * 997 % 200_000) + "</think><answer>B</answer>"
-                 for index in range(300)]
+    responses = [
+        f" <think>call {index} " + "x" * (index * 997 % 200_000) + "</think><answer>B</answer>" for index in range(300)
+    ]
     responses[0] = " <think>é, 中, and a lone surrogate \ud800 from a bad decode</think><answer>B</answer>"
     with ThreadPoolExecutor(8) as pool:
-        rewards = list(pool.map(lambda r: reward_func([CONJUNCTIVITIS + r], [CONJUNCTIVITIS], ["B"])["rewards"], responses))
+        rewards = list(
+            pool.map(lambda r: reward_func([CONJUNCTIVITIS + r], [CONJUNCTIVITIS], ["B"])["rewards"], responses)
+        )
     assert rewards == [1.0] * 300
     lines = sample_lines(tmp_path)
     assert sorted(line["completion"] for line in lines) == sorted(responses)
     line = lines[0]
     assert line["prompt"] == CONJUNCTIVITIS and line["label"] == "B" and line["reward"] == 1.0
     assert line["pid"] == os.getpid() and line["behaviour"] in ("concise", "verbose") and line["well_formed"] is True
-    assert {"time", "host", "correct", "error", "letter", "preamble", "answer_leak", "think_words", "prompt_found"} <= set(line)
+    assert {
+        "time",
+        "host",
+        "correct",
+        "error",
+        "letter",
+        "preamble",
+        "answer_leak",
+        "think_words",
+        "prompt_found",
+    } <= set(line)
 
 
 def test_sampling_draws_the_configured_share_and_stops_at_the_cap(monkeypatch, tmp_path, capfd):
-    reward_func = load_reward_file(monkeypatch, {"MED_RLVR_ROLLOUT_SAMPLES": "0.3", "MED_RLVR_ROLLOUT_DIR": str(tmp_path)})
+    reward_func = load_reward_file(
+        monkeypatch, {"MED_RLVR_ROLLOUT_SAMPLES": "0.3", "MED_RLVR_ROLLOUT_DIR": str(tmp_path)}
+    )
     for _ in range(1000):
         reward_func([CONJUNCTIVITIS + " <think>x</think><answer>B</answer>"], [CONJUNCTIVITIS], ["B"])
     assert 200 < len(sample_lines(tmp_path)) < 400  # binomial(1000, 0.3): 300, sd 14.5
 
     capped = tmp_path / "capped"
-    reward_func = load_reward_file(monkeypatch, {"MED_RLVR_ROLLOUT_SAMPLES": "1", "MED_RLVR_ROLLOUT_DIR": str(capped),
-                                                 "MED_RLVR_ROLLOUT_MAX_MB": "0.01"})
+    reward_func = load_reward_file(
+        monkeypatch,
+        {"MED_RLVR_ROLLOUT_SAMPLES": "1", "MED_RLVR_ROLLOUT_DIR": str(capped), "MED_RLVR_ROLLOUT_MAX_MB": "0.01"},
+    )
     capfd.readouterr()
-    outputs = [reward_func([CONJUNCTIVITIS + f" <think>{REASONING}</think><answer>B</answer>"], [CONJUNCTIVITIS], ["B"])
-               for _ in range(50)]
+    outputs = [
+        reward_func([CONJUNCTIVITIS + f" <think>{REASONING}</think><answer>B</answer>"], [CONJUNCTIVITIS], ["B"])
+        for _ in range(50)
+    ]
     assert [output["rewards"] for output in outputs] == [1.0] * 50
     lines = sample_lines(capped)
     assert 0 < len(lines) < 50 and sum(f.stat().st_size for f in capped.iterdir()) <= 0.01 * 2**20
@@ -214,10 +278,17 @@ print(rewards.count(1.0))
 
 def run_in_subprocess(folder: Path, **options) -> subprocess.CompletedProcess:
     """Forty calls of the reward file, four at a time, in a fresh process that samples them all into `folder`."""
-    environ = {**os.environ, "MED_RLVR_ROLLOUT_SAMPLES": "1", "MED_RLVR_ROLLOUT_DIR": str(folder),
-               "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(REPO)}
+    environ = {
+        **os.environ,
+        "MED_RLVR_ROLLOUT_SAMPLES": "1",
+        "MED_RLVR_ROLLOUT_DIR": str(folder),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONPATH": str(REPO),
+    }
     script = SCRIPT.format(reward_file=REWARD_FILE, prompt=CONJUNCTIVITIS)
-    return subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True, text=True, timeout=120, **options)
+    return subprocess.run(
+        [sys.executable, "-c", script], env=environ, capture_output=True, text=True, timeout=120, **options
+    )
 
 
 def test_a_read_only_folder_warns_once_and_training_goes_on(monkeypatch, capfd):
@@ -265,8 +336,10 @@ def test_a_full_disk_leaves_only_whole_lines_warns_once_and_training_goes_on(tmp
 
 QUESTION = "A 6-year-old has a honey-crusted facial rash. Which organism most likely causes it?"
 OPTIONS, GOLD = ["Staphylococcus aureus", "Candida albicans", "Herpes simplex virus", "Trichophyton rubrum"], "A"
-THINKING = ("The rash is honey-crusted and facial in a child, which is impetigo; its usual cause is a gram-positive "
-            "coccus that forms clusters, not a fungus or a virus. ")
+THINKING = (
+    "The rash is honey-crusted and facial in a child, which is impetigo; its usual cause is a gram-positive "
+    "coccus that forms clusters, not a fungus or a virus. "
+)
 STAGE_RESPONSES = [  # one response per stage, in the paper's order
     " The rash suggests impetigo, so the organism is the first option.",
     f" <think>{THINKING * 8}</think> <answer>{GOLD}</answer>",
@@ -292,23 +365,43 @@ def synthetic_run(monkeypatch, run_dir: Path) -> None:
     monkeypatch.setenv("MED_RLVR_ROLLOUT_DIR", str(run_dir / "rollouts"))
     executor = openrlhf_agent.SingleTurnAgentExecutor(remote_rm_url=REWARD_FILE)
     tokenizer = qwen25_tokenizer()
-    logger = TensorboardLogger(SimpleNamespace(logger=SimpleNamespace(
-        tensorboard_dir=str(run_dir / "tensorboard"), wandb=SimpleNamespace(run_name="ppo_synthetic"))))
+    logger = TensorboardLogger(
+        SimpleNamespace(
+            logger=SimpleNamespace(
+                tensorboard_dir=str(run_dir / "tensorboard"), wandb=SimpleNamespace(run_name="ppo_synthetic")
+            )
+        )
+    )
     prompt, params = render_prompt(QUESTION, OPTIONS), SimpleNamespace(max_tokens=512, logprobs=None)
     for stage, response in enumerate(STAGE_RESPONSES):
         for offset in range(STEPS_PER_STAGE):
             # Drift: early in a stage, a third of the responses still behave as in the stage before.
             early = offset < STEPS_PER_STAGE // 2 and stage > 0
-            batch = [STAGE_RESPONSES[stage - 1] if early and index % 3 == 0 else response for index in range(SAMPLES_PER_STEP)]
+            batch = [
+                STAGE_RESPONSES[stage - 1] if early and index % 3 == 0 else response
+                for index in range(SAMPLES_PER_STEP)
+            ]
 
             async def step(batch=batch):
-                return await asyncio.gather(*(executor.execute(prompt, GOLD, params, 4096, tokenizer,
-                                                               CannedEngine(tokenizer, text)) for text in batch))
+                return await asyncio.gather(
+                    *(
+                        executor.execute(prompt, GOLD, params, 4096, tokenizer, CannedEngine(tokenizer, text))
+                        for text in batch
+                    )
+                )
 
             outputs = asyncio.run(step())
-            means = {key: sum(o["extra_logs"][key] for o in outputs) / len(outputs) for key in outputs[0]["extra_logs"]}
-            logger.log_train(stage * STEPS_PER_STAGE + offset + 1, {**means, "reward": sum(o["reward"] for o in outputs) / 6,
-                                                                    "generated_samples": [batch[0], outputs[0]["reward"]]})
+            means = {
+                key: sum(o["extra_logs"][key] for o in outputs) / len(outputs) for key in outputs[0]["extra_logs"]
+            }
+            logger.log_train(
+                stage * STEPS_PER_STAGE + offset + 1,
+                {
+                    **means,
+                    "reward": sum(o["reward"] for o in outputs) / 6,
+                    "generated_samples": [batch[0], outputs[0]["reward"]],
+                },
+            )
     logger.close()
 
 
@@ -358,16 +451,36 @@ def write_lines(path: Path, rows, tail: str = "") -> None:
 
 
 def test_without_tensorboard_samples_are_binned_by_time(tmp_path):
-    responses = [" no tags at all, B", f" <think>{REASONING * 6}</think><answer>B</answer>",
-                 " <think>Ketotifen eye drops are best.</think><answer>B</answer>"]
+    responses = [
+        " no tags at all, B",
+        f" <think>{REASONING * 6}</think><answer>B</answer>",
+        " <think>Ketotifen eye drops are best.</think><answer>B</answer>",
+    ]
     rows = [grade_record(responses[index // 40], 1_800_000_000 + index * 3.0) for index in range(120)]
     write_lines(tmp_path / "run" / "rollouts" / "rollouts-h-1.jsonl", rows, tail='{"time": 1')  # a cut last line
-    assert analyze_main([str(tmp_path / "run"), "--output", str(tmp_path / "out"), "--bins", "6", "--window", "1",
-                         "--min-steps", "2"]) == 0
+    assert (
+        analyze_main(
+            [
+                str(tmp_path / "run"),
+                "--output",
+                str(tmp_path / "out"),
+                "--bins",
+                "6",
+                "--window",
+                "1",
+                "--min-steps",
+                "2",
+            ]
+        )
+        == 0
+    )
     timeline = json.loads((tmp_path / "out" / "timeline.json").read_text())
     assert timeline["axis"] == "time bin" and len(timeline["steps"]) == 6
     assert [(s["name"], s["first"], s["last"]) for s in timeline["stages"]] == [
-        ("Format Failure", 1, 2), ("Verbose Formatter", 3, 4), ("Direct Answer Hacker", 5, 6)]
+        ("Format Failure", 1, 2),
+        ("Verbose Formatter", 3, 4),
+        ("Direct Answer Hacker", 5, 6),
+    ]
     report = (tmp_path / "out" / "report.md").read_text()
     assert "rollouts-h-1.jsonl: the last line is cut off and was skipped" in report
 
@@ -377,8 +490,10 @@ def test_a_resumed_run_keeps_each_sample_at_its_step_and_each_step_at_its_later_
 
     start = 1_800_000_000
     # The first attempt logs steps 1-4 (malformed), dies; the resumed one redoes 3-4 and goes on to 6 (concise).
-    for name, points, kind in [("first", [(1, 10), (2, 20), (3, 30), (4, 40)], "malformed"),
-                               ("resumed", [(3, 100), (4, 110), (5, 120), (6, 130)], "concise")]:
+    for name, points, kind in [
+        ("first", [(1, 10), (2, 20), (3, 30), (4, 40)], "malformed"),
+        ("resumed", [(3, 100), (4, 110), (5, 120), (6, 130)], "concise"),
+    ]:
         writer = SummaryWriter(str(tmp_path / "run" / "tensorboard" / name))
         for step, offset in points:
             for other in ("malformed", "reasoning_before_think", "answer_in_thinking", "verbose", "concise"):
@@ -386,10 +501,19 @@ def test_a_resumed_run_keeps_each_sample_at_its_step_and_each_step_at_its_later_
         writer.close()
     rows = [grade_record(" <think>x</think><answer>B</answer>", start + offset) for offset in (25, 35, 105, 140)]
     write_lines(tmp_path / "run" / "rollouts" / "rollouts-h-1.jsonl", rows)
-    assert analyze_main([str(tmp_path / "run"), "--output", str(tmp_path / "out"), "--window", "1", "--min-steps", "1"]) == 0
+    assert (
+        analyze_main([str(tmp_path / "run"), "--output", str(tmp_path / "out"), "--window", "1", "--min-steps", "1"])
+        == 0
+    )
     timeline = json.loads((tmp_path / "out" / "timeline.json").read_text())
     assert [(step["x"], step["behaviour_concise"]) for step in timeline["steps"]] == [
-        (1, 0.0), (2, 0.0), (3, 1.0), (4, 1.0), (5, 1.0), (6, 1.0)]
+        (1, 0.0),
+        (2, 0.0),
+        (3, 1.0),
+        (4, 1.0),
+        (5, 1.0),
+        (6, 1.0),
+    ]
     # The samples of the first attempt's steps 3 and 4, the resumed step 4, and the unlogged step 7.
     assert timeline["rollout_samples_per_x"] == {"3": 1, "4": 2, "7": 1}
 
@@ -408,10 +532,22 @@ def test_bad_input_is_refused_with_file_and_line(tmp_path, capsys):
 def lm_eval_line(doc_id: int, response: str, prompt: str = CONJUNCTIVITIS) -> dict:
     """One line of lm-eval's samples_<task>_<time>.jsonl (lm-eval 0.4.13, --log_samples), written by hand."""
     doc = {"id": f"q{doc_id}", "prompt": prompt, "label": "B", "options": {"A": "Erythromycin ointment"}}
-    return {"doc_id": doc_id, "doc": doc, "target": "B",
-            "arguments": {"gen_args_0": {"arg_0": prompt, "arg_1": {"until": [], "max_gen_toks": 1024, "do_sample": False}}},
-            "resps": [[response]], "filtered_resps": [response], "filter": "none", "metrics": ["acc"], "acc": 1.0,
-            "doc_hash": "0", "prompt_hash": "0", "target_hash": "0"}
+    return {
+        "doc_id": doc_id,
+        "doc": doc,
+        "target": "B",
+        "arguments": {
+            "gen_args_0": {"arg_0": prompt, "arg_1": {"until": [], "max_gen_toks": 1024, "do_sample": False}}
+        },
+        "resps": [[response]],
+        "filtered_resps": [response],
+        "filter": "none",
+        "metrics": ["acc"],
+        "acc": 1.0,
+        "doc_hash": "0",
+        "prompt_hash": "0",
+        "target_hash": "0",
+    }
 
 
 def test_lm_eval_sample_logs_are_classed_per_checkpoint(tmp_path):
@@ -419,22 +555,39 @@ def test_lm_eval_sample_logs_are_classed_per_checkpoint(tmp_path):
     hack = " <think>Ketotifen eye drops.</think><answer>B</answer>"
     concise = f" <think>{REASONING}</think><answer>A</answer>"
     evals = tmp_path / "run" / "eval"
-    for folder, responses in [("global_step20_hf", [hack, hack, verbose, hack]), ("model", [concise] * 4),
-                              ("global_step5_hf", [verbose, verbose, verbose, " B"])]:
+    for folder, responses in [
+        ("global_step20_hf", [hack, hack, verbose, hack]),
+        ("model", [concise] * 4),
+        ("global_step5_hf", [verbose, verbose, verbose, " B"]),
+    ]:
         write_lines(evals / folder / "samples_medqa_2026-12-01T10-00-00.000001.jsonl", [lm_eval_line(0, "unused")])
-        write_lines(evals / folder / "samples_medqa_2026-12-01T11-00-00.000001.jsonl",
-                    [lm_eval_line(index, response) for index, response in enumerate(responses)])
+        write_lines(
+            evals / folder / "samples_medqa_2026-12-01T11-00-00.000001.jsonl",
+            [lm_eval_line(index, response) for index, response in enumerate(responses)],
+        )
     assert analyze_main([str(tmp_path / "run"), "--output", str(tmp_path / "out")]) == 0
     rows = json.loads((tmp_path / "out" / "timeline.json").read_text())["eval"]
-    assert [(r["checkpoint"], r["responses"], r["accuracy"], r["behaviour_verbose"], r["behaviour_answer_in_thinking"],
-             r["behaviour_concise"], r["behaviour_malformed"]) for r in rows] == [
+    assert [
+        (
+            r["checkpoint"],
+            r["responses"],
+            r["accuracy"],
+            r["behaviour_verbose"],
+            r["behaviour_answer_in_thinking"],
+            r["behaviour_concise"],
+            r["behaviour_malformed"],
+        )
+        for r in rows
+    ] == [
         ("global_step5_hf", 4, 0.75, 0.75, 0.0, 0.0, 0.25),
         ("global_step20_hf", 4, 1.0, 0.25, 0.75, 0.0, 0.0),
         ("model", 4, 0.0, 0.0, 0.0, 1.0, 0.0),
     ]
     report = (tmp_path / "out" / "report.md").read_text()
-    assert ("Stages across checkpoints, medqa: Verbose Formatter (global_step5_hf); Direct Answer Hacker "
-            "(global_step20_hf); Reintegrated Reasoning (model)") in report
+    assert (
+        "Stages across checkpoints, medqa: Verbose Formatter (global_step5_hf); Direct Answer Hacker "
+        "(global_step20_hf); Reintegrated Reasoning (model)"
+    ) in report
     assert_plot(tmp_path / "out" / "eval.png")
     write_lines(evals / "model" / "samples_medqa_2026-12-01T12-00-00.000001.jsonl", [{"doc": {}}])
     with pytest.raises(AnalyzeError, match=r"samples_medqa_2026-12-01T12-00-00.000001.jsonl:1: not a graded lm-eval"):
@@ -467,10 +620,22 @@ def test_the_launch_flag_points_sampling_into_the_run_folder(tmp_path):
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in (launcher.sample_rows() * 86)[:512]))
     output_dir = tmp_path / "run"
-    result = run_script("train_ppo_medqa.sh", "--dry-run", "--rollout-samples", "0.05", "--train-data", str(data),
-                        "--eval-data", str(data), "--output-dir", str(output_dir))
+    result = run_script(
+        "train_ppo_medqa.sh",
+        "--dry-run",
+        "--rollout-samples",
+        "0.05",
+        "--train-data",
+        str(data),
+        "--eval-data",
+        str(data),
+        "--output-dir",
+        str(output_dir),
+    )
     assert result.returncode == 0, result.stderr + result.stdout
-    reward_line = next(line for line in result.stdout.splitlines() if line.startswith("med-rlvr: reward configuration"))
+    reward_line = next(
+        line for line in result.stdout.splitlines() if line.startswith("med-rlvr: reward configuration")
+    )
     assert f"'MED_RLVR_ROLLOUT_DIR': '{output_dir / 'rollouts'}'" in reward_line
     assert "'MED_RLVR_ROLLOUT_SAMPLES': '0.05'" in reward_line
     assert not output_dir.exists(), "a dry run writes nothing"

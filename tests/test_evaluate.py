@@ -35,15 +35,36 @@ STAMP = "2026-11-30T10-00-00.000001"
 # after a preamble (malformed in strict format); well formed and wrong; the right letter in a malformed
 # response (relaxed accuracy only); right with a thinking block that only restates the option (a leak).
 QUESTIONS = [
-    ("A 23-year-old man has a swollen knee a week after urethral discharge. Which organism is most likely?",
-     ["Staphylococcus aureus", "Neisseria gonorrhoeae", "Borrelia burgdorferi", "Streptococcus pyogenes"], "B", "step1"),
-    ("The ECG shows ST elevation in leads II, III and aVF. Which artery is occluded?",
-     ["Left anterior descending", "Left circumflex", "Right coronary", "Left main"], "C", "step1"),
-    ("Antibodies against which target cause Graves disease?",
-     ["Thyroid peroxidase", "The TSH receptor", "Thyroglobulin", "The acetylcholine receptor"], "B", "step1"),
-    ("Which drug blocks bacterial cell wall synthesis?",
-     ["Gentamicin", "Ciprofloxacin", "Trimethoprim", "Ceftriaxone"], "D", "step2&3"),
-    ("A deficiency of which vitamin causes scurvy?", ["Vitamin C", "Vitamin B12", "Vitamin D", "Vitamin K"], "A", "step2&3"),
+    (
+        "A 23-year-old man has a swollen knee a week after urethral discharge. Which organism is most likely?",
+        ["Staphylococcus aureus", "Neisseria gonorrhoeae", "Borrelia burgdorferi", "Streptococcus pyogenes"],
+        "B",
+        "step1",
+    ),
+    (
+        "The ECG shows ST elevation in leads II, III and aVF. Which artery is occluded?",
+        ["Left anterior descending", "Left circumflex", "Right coronary", "Left main"],
+        "C",
+        "step1",
+    ),
+    (
+        "Antibodies against which target cause Graves disease?",
+        ["Thyroid peroxidase", "The TSH receptor", "Thyroglobulin", "The acetylcholine receptor"],
+        "B",
+        "step1",
+    ),
+    (
+        "Which drug blocks bacterial cell wall synthesis?",
+        ["Gentamicin", "Ciprofloxacin", "Trimethoprim", "Ceftriaxone"],
+        "D",
+        "step2&3",
+    ),
+    (
+        "A deficiency of which vitamin causes scurvy?",
+        ["Vitamin C", "Vitamin B12", "Vitamin D", "Vitamin K"],
+        "A",
+        "step2&3",
+    ),
 ]
 RESPONSES = [
     " <think>Urethritis then monoarthritis in a young man points to gonococcus.</think> <answer>B</answer>",
@@ -55,15 +76,28 @@ RESPONSES = [
 
 
 def doc(index: int, question: str, options: list[str], label: str, **metadata) -> dict:
-    return {"prompt": render_prompt(question, options), "label": label, "datasource": "medqa", "id": f"q{index}",
-            "question": question, "options": options, "metadata": metadata}
+    return {
+        "prompt": render_prompt(question, options),
+        "label": label,
+        "datasource": "medqa",
+        "id": f"q{index}",
+        "question": question,
+        "options": options,
+        "metadata": metadata,
+    }
 
 
 def log_line(doc_id: int, row: dict, responses: list[str]) -> dict:
     """One line of an lm-eval 0.4.13 generate_until sample log (loggers/evaluation_tracker.py's format)."""
-    return {"doc_id": doc_id, "doc": row, "target": row["label"],
-            "arguments": {"gen_args_0": {"arg_0": row["prompt"], "arg_1": {"until": [], "do_sample": False}}},
-            "resps": [responses], "filtered_resps": responses[:1], "filter": "none"}
+    return {
+        "doc_id": doc_id,
+        "doc": row,
+        "target": row["label"],
+        "arguments": {"gen_args_0": {"arg_0": row["prompt"], "arg_1": {"until": [], "do_sample": False}}},
+        "resps": [responses],
+        "filtered_resps": responses[:1],
+        "filter": "none",
+    }
 
 
 def write_log(folder: Path, task: str, lines: list[dict], stamp: str = STAMP) -> Path:
@@ -75,7 +109,9 @@ def write_log(folder: Path, task: str, lines: list[dict], stamp: str = STAMP) ->
 
 def fixed_model(folder: Path) -> Path:
     rows = [doc(i, q, options, label, meta_info=step) for i, (q, options, label, step) in enumerate(QUESTIONS)]
-    write_log(folder, "medrlvr_medqa", [log_line(i, row, [text]) for i, (row, text) in enumerate(zip(rows, RESPONSES))])
+    write_log(
+        folder, "medrlvr_medqa", [log_line(i, row, [text]) for i, (row, text) in enumerate(zip(rows, RESPONSES))]
+    )
     return folder
 
 
@@ -92,11 +128,18 @@ def right_or_wrong(folder: Path, right: list[bool], ids: range | None = None) ->
 # ---------------------------------------------------------------- statistics
 
 
-@pytest.mark.parametrize(("successes", "n", "low", "high"), [
-    # Newcombe (1998), Statistics in Medicine 17:857, Table I, method 3 (Wilson score, no continuity correction)
-    (81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718),
-    (3, 5, 0.2307, 0.8824), (5, 5, 0.5655, 1.0),
-])
+@pytest.mark.parametrize(
+    ("successes", "n", "low", "high"),
+    [
+        # Newcombe (1998), Statistics in Medicine 17:857, Table I, method 3 (Wilson score, no continuity correction)
+        (81, 263, 0.2553, 0.3662),
+        (15, 148, 0.0624, 0.1605),
+        (0, 20, 0.0, 0.1611),
+        (1, 29, 0.0061, 0.1718),
+        (3, 5, 0.2307, 0.8824),
+        (5, 5, 0.5655, 1.0),
+    ],
+)
 def test_wilson_interval_matches_published_values(successes, n, low, high):
     assert wilson_interval(successes, n) == pytest.approx((low, high), abs=5e-5)
 
@@ -107,9 +150,16 @@ def test_mean_interval_is_the_t_interval():
     assert mean_interval([7.0]) == (None, None)
 
 
-@pytest.mark.parametrize(("n", "c", "k", "expected"), [
-    (5, 2, 1, 0.4), (5, 2, 2, 1 - 3 / 10), (4, 1, 4, 1.0), (4, 0, 4, 0.0), (10, 3, 5, 1 - 21 / 252),
-])
+@pytest.mark.parametrize(
+    ("n", "c", "k", "expected"),
+    [
+        (5, 2, 1, 0.4),
+        (5, 2, 2, 1 - 3 / 10),
+        (4, 1, 4, 1.0),
+        (4, 0, 4, 0.0),
+        (10, 3, 5, 1 - 21 / 252),
+    ],
+)
 def test_pass_at_k(n, c, k, expected):
     assert pass_at_k(n, c, k) == pytest.approx(expected)
 
@@ -152,9 +202,19 @@ def test_report_from_fixed_responses(tmp_path):
     # by hand, per question: acc 1 1 0 0 1, strict 1 0 0 0 1, well formed 1 1 1 0 1, relaxed 1 1 0 1 1,
     # leak 0 0 0 0 1, preamble 0 1 0 0 0, reward 1 1 0 -1 1, thinking words 10 9 6 5 2,
     # response words (tags stuck to the words beside them) 11 13 7 9 3
-    assert values == pytest.approx({"acc": 0.6, "acc_strict": 0.4, "well_formed": 0.8, "relaxed_acc": 0.8,
-                                    "answer_leak": 0.2, "preamble": 0.2, "reward": 0.4, "think_words": 6.4,
-                                    "response_words": 8.6})
+    assert values == pytest.approx(
+        {
+            "acc": 0.6,
+            "acc_strict": 0.4,
+            "well_formed": 0.8,
+            "relaxed_acc": 0.8,
+            "answer_leak": 0.2,
+            "preamble": 0.2,
+            "reward": 0.4,
+            "think_words": 6.4,
+            "response_words": 8.6,
+        }
+    )
     assert (task["metrics"]["acc"]["low"], task["metrics"]["acc"]["high"]) == pytest.approx((0.2307, 0.8824), abs=5e-5)
     assert task["n"] == 5 and task["responses_per_question"] == 1
     groups = task["subgroups"]["groups"]
@@ -167,7 +227,9 @@ def test_report_from_fixed_responses(tmp_path):
     markdown = (tmp_path / "rlvr" / "report.md").read_text()
     assert "| accuracy (lenient, the paper's) | 60.0 [23.1, 88.2] |" in markdown
     assert "| step1 | 3 | 66.7 [20.8, 93.9] |" in markdown  # Wilson 2/3
-    assert json.loads((tmp_path / "rlvr" / "summary.json").read_text())["tasks"] == json.loads(json.dumps(summary["tasks"]))
+    assert json.loads((tmp_path / "rlvr" / "summary.json").read_text())["tasks"] == json.loads(
+        json.dumps(summary["tasks"])
+    )
 
     # the training run's reward scheme changes the reward only
     penalized = report(tmp_path / "rlvr", RewardConfig(scheme="penalized"))["tasks"]["medrlvr_medqa"]["metrics"]
@@ -187,7 +249,10 @@ def test_report_takes_each_task_s_newest_log_and_samples(tmp_path):
     rows = [doc(i, q, options, label) for i, (q, options, label, _) in enumerate(QUESTIONS[:2])]
     right, wrong = RESPONSES[0], RESPONSES[0].replace("<answer>B", "<answer>C")
     # 4 samples each: question 0 right twice, question 1 (gold C) right three times
-    lines = [log_line(0, rows[0], [right, right, wrong, "no tags"]), log_line(1, rows[1], [wrong, wrong, wrong, right])]
+    lines = [
+        log_line(0, rows[0], [right, right, wrong, "no tags"]),
+        log_line(1, rows[1], [wrong, wrong, wrong, right]),
+    ]
     write_log(folder, "medrlvr_medqa", lines, stamp="2026-12-01T09-00-00")
     task = report(folder, RewardConfig())["tasks"]["medrlvr_medqa"]
     assert task["n"] == 2 and task["responses_per_question"] == 4
@@ -212,32 +277,64 @@ def test_compare_pairs_the_same_questions(tmp_path):
     assert "| rlvr | 80.0 [49.0, 94.3] | +30.0 [" in table["markdown"]
     assert "+50.0 (questions differ, unpaired)" in table["markdown"]
 
-    result = subprocess.run([sys.executable, "-m", "med_rlvr_plugin.evaluate", "compare", str(base), str(rlvr),
-                             "--output", str(tmp_path / "table.md")], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "med_rlvr_plugin.evaluate",
+            "compare",
+            str(base),
+            str(rlvr),
+            "--output",
+            str(tmp_path / "table.md"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "table.md").read_text() in result.stdout
-    assert json.loads((tmp_path / "table.json").read_text())["models"]["rlvr"]["medrlvr_medqa"]["p"] == pytest.approx(0.375)
+    assert json.loads((tmp_path / "table.json").read_text())["models"]["rlvr"]["medrlvr_medqa"]["p"] == pytest.approx(
+        0.375
+    )
 
 
 def test_steps_table_and_plot(tmp_path):
     rows = []
-    for label, step, right in [("global_step20_hf", 20, [True] + [False] * 4), ("global_step40_hf", 40, [True] * 3 + [False] * 2),
-                               ("model", None, [True] * 4 + [False])]:
+    for label, step, right in [
+        ("global_step20_hf", 20, [True] + [False] * 4),
+        ("global_step40_hf", 40, [True] * 3 + [False] * 2),
+        ("model", None, [True] * 4 + [False]),
+    ]:
         rows.append((label, step, report(right_or_wrong(tmp_path / label, right), RewardConfig())))
     evaluate.write_steps(tmp_path, rows)
     markdown = (tmp_path / "steps.md").read_text()
-    assert "| global_step20_hf | 20 | 20.0 [3.6, 62.4] |" in markdown and "| model | final | 80.0 [37.6, 96.4] |" in markdown
+    assert (
+        "| global_step20_hf | 20 | 20.0 [3.6, 62.4] |" in markdown
+        and "| model | final | 80.0 [37.6, 96.4] |" in markdown
+    )
     assert [entry["step"] for entry in json.loads((tmp_path / "steps.json").read_text())] == [20, 40, None]
     assert (tmp_path / "steps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_checkpoints_are_found_and_ordered_by_step(tmp_path):
-    for name in ["ckpt/global_step100_hf", "ckpt/global_step20_hf", "ckpt/best_global_step40_hf", "ckpt/global_step40_hf",
-                 "ckpt/best_global_step60_hf", "ckpt/_actor/global_step100", "model"]:
+    for name in [
+        "ckpt/global_step100_hf",
+        "ckpt/global_step20_hf",
+        "ckpt/best_global_step40_hf",
+        "ckpt/global_step40_hf",
+        "ckpt/best_global_step60_hf",
+        "ckpt/_actor/global_step100",
+        "model",
+    ]:
         (tmp_path / name).mkdir(parents=True)
     found = [(step, path.relative_to(tmp_path).as_posix()) for step, path in evaluate.checkpoints(tmp_path)]
-    assert found == [(20, "ckpt/global_step20_hf"), (40, "ckpt/global_step40_hf"), (60, "ckpt/best_global_step60_hf"),
-                     (100, "ckpt/global_step100_hf"), (None, "model")]
+    assert found == [
+        (20, "ckpt/global_step20_hf"),
+        (40, "ckpt/global_step40_hf"),
+        (60, "ckpt/best_global_step60_hf"),
+        (100, "ckpt/global_step100_hf"),
+        (None, "model"),
+    ]
     with pytest.raises(EvalError, match="no ckpt/global_step"):
         evaluate.checkpoints(tmp_path / "ckpt" / "_actor")
 
@@ -263,7 +360,10 @@ def test_errors_name_the_problem_before_any_model_loads(tmp_path, prompt_file, t
         "empty": ("", "the data file is empty"),
         "no prompt": ("\n".join([lines[0], json.dumps({"label": "B"})]), ":2: no field 'prompt'"),
         "no label": ("\n".join([lines[0], lines[1], json.dumps({"prompt": "Q?"})]), ":3: no field 'label'"),
-        "bad label": (json.dumps({**json.loads(lines[0]), "label": 2}), ":1: field 'label': med-rlvr: label 2 names no option letter"),
+        "bad label": (
+            json.dumps({**json.loads(lines[0]), "label": 2}),
+            ":1: field 'label': med-rlvr: label 2 names no option letter",
+        ),
         "not json": (lines[0] + "\n{", ":2: not JSON"),
     }.items():
         path = tmp_path / f"{name.replace(' ', '_')}.jsonl"
@@ -315,10 +415,27 @@ def test_hf_backend_end_to_end_and_resume_from_cache(workdir, tiny_qwen2, monkey
     (run_dir / "model").symlink_to(tiny_qwen2)
     calls = []
     generate_until = HFLM.generate_until
-    monkeypatch.setattr(HFLM, "generate_until", lambda self, requests, *a, **k: calls.append(len(requests))
-                        or generate_until(self, requests, *a, **k))
-    options = ["--data", "data/medqa_test.jsonl", "data/mmlu_pro_health.jsonl", "data/medqa_chat.jsonl", "--limit", "2",
-               "--max-gen-toks", "6", "--model-args", "dtype=float32", "--device", "cpu", "--batch-size", "1"]
+    monkeypatch.setattr(
+        HFLM,
+        "generate_until",
+        lambda self, requests, *a, **k: calls.append(len(requests)) or generate_until(self, requests, *a, **k),
+    )
+    options = [
+        "--data",
+        "data/medqa_test.jsonl",
+        "data/mmlu_pro_health.jsonl",
+        "data/medqa_chat.jsonl",
+        "--limit",
+        "2",
+        "--max-gen-toks",
+        "6",
+        "--model-args",
+        "dtype=float32",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "1",
+    ]
     assert evaluate.main(["run", "--run-dir", str(run_dir), *options]) == 0
     out = run_dir / "eval"
     tasks = ["medrlvr_medqa", "medrlvr_mmlu_pro_health", "medrlvr_medqa_chat"]
@@ -336,7 +453,9 @@ def test_hf_backend_end_to_end_and_resume_from_cache(workdir, tiny_qwen2, monkey
         for task in tasks:
             assert summary["tasks"][task]["n"] == 2
             assert results[task]["acc,none"] == summary["tasks"][task]["metrics"]["acc"]["value"]
-            assert results[task]["response_words,none"] == pytest.approx(summary["tasks"][task]["metrics"]["response_words"]["value"])
+            assert results[task]["response_words,none"] == pytest.approx(
+                summary["tasks"][task]["metrics"]["response_words"]["value"]
+            )
     for name in ("comparison.md", "comparison.json", "steps.md", "steps.json", "steps.png"):
         assert (out / name).is_file(), name
 
@@ -349,13 +468,17 @@ def test_hf_backend_end_to_end_and_resume_from_cache(workdir, tiny_qwen2, monkey
     for sample in (first[0], chat[0]):
         prompt = sample["arguments"]["gen_args_0"]["arg_0"]
         ids = tokenizer(prompt, return_tensors="pt").input_ids
-        expected = tokenizer.decode(model.generate(ids, max_new_tokens=6, do_sample=False)[0, ids.shape[1]:],
-                                    skip_special_tokens=True)
+        expected = tokenizer.decode(
+            model.generate(ids, max_new_tokens=6, do_sample=False)[0, ids.shape[1] :], skip_special_tokens=True
+        )
         assert sample["resps"] == [[expected]]
     assert first[0]["arguments"]["gen_args_0"]["arg_1"] == {"until": [], "max_gen_toks": 6, "do_sample": False}
     assert first[0]["arguments"]["gen_args_0"]["arg_0"] == first[0]["doc"]["prompt"]
     content = chat[0]["doc"]["prompt"][0]["content"]
-    assert chat[0]["arguments"]["gen_args_0"]["arg_0"] == f"<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        chat[0]["arguments"]["gen_args_0"]["arg_0"]
+        == f"<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
+    )
 
     # Again, one checkpoint named directly: the same output folder, so the same cache.
     calls.clear()
@@ -369,14 +492,38 @@ def test_hf_backend_end_to_end_and_resume_from_cache(workdir, tiny_qwen2, monkey
 def test_plain_lm_eval_cli_runs_the_shipped_tasks(workdir, tiny_qwen2, monkeypatch, capsys):
     from lm_eval.__main__ import cli_evaluate
 
-    monkeypatch.setattr(sys, "argv", [
-        "lm_eval", "--model", "hf", "--model_args", f"pretrained={tiny_qwen2},dtype=float32", "--device", "cpu",
-        "--include_path", str(evaluate.TASK_DIR), "--tasks", "medrlvr_medqa,medrlvr_mmlu_pro_health",
-        "--limit", "2", "--gen_kwargs", "max_gen_toks=8", "--output_path", "cli_out", "--log_samples"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "lm_eval",
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={tiny_qwen2},dtype=float32",
+            "--device",
+            "cpu",
+            "--include_path",
+            str(evaluate.TASK_DIR),
+            "--tasks",
+            "medrlvr_medqa,medrlvr_mmlu_pro_health",
+            "--limit",
+            "2",
+            "--gen_kwargs",
+            "max_gen_toks=8",
+            "--output_path",
+            "cli_out",
+            "--log_samples",
+        ],
+    )
     cli_evaluate()
     folder = workdir / "cli_out"
     logs = sorted(path.name for path in folder.glob("*/samples_*.jsonl"))
-    assert len(logs) == 2 and logs[0].startswith("samples_medrlvr_medqa_2") and logs[1].startswith("samples_medrlvr_mmlu_pro_health_")
+    assert (
+        len(logs) == 2
+        and logs[0].startswith("samples_medrlvr_medqa_2")
+        and logs[1].startswith("samples_medrlvr_mmlu_pro_health_")
+    )
     sample = newest_samples(next(folder.iterdir()), "medrlvr_medqa")[0]
     # the template's generation settings: no stop string but EOS, greedy (max_gen_toks from --gen_kwargs)
     assert sample["arguments"]["gen_args_0"]["arg_1"] == {"until": [], "max_gen_toks": 8, "do_sample": False}
@@ -387,7 +534,7 @@ def test_plain_lm_eval_cli_runs_the_shipped_tasks(workdir, tiny_qwen2, monkeypat
 # vLLM cannot run without a GPU. This stand-in replaces only the engine: lm-eval's own VLLM class (its model
 # argument handling, stop sequences, SamplingParams, postprocessing) runs unchanged and calls it.
 FAKE_VLLM = {
-    "vllm/__init__.py": '''import json, os
+    "vllm/__init__.py": """import json, os
 from types import SimpleNamespace
 __version__ = "0.29.0"
 def _log(kind, **fields):
@@ -405,13 +552,13 @@ class LLM:
     def generate(self, prompts, sampling_params=None, **kwargs):
         _log("generate", prompts=len(prompts))
         return [SimpleNamespace(outputs=[SimpleNamespace(text=os.environ["FAKE_VLLM_RESPONSE"])]) for _ in prompts]
-''',
+""",
     "vllm/lora/__init__.py": "",
     "vllm/lora/request.py": "class LoRARequest:\n    pass\n",
     "vllm/renderers/__init__.py": "",
     "vllm/renderers/hf.py": "def resolve_chat_template(**kwargs):\n    return None\n",
     "vllm/tokenizers.py": "def get_tokenizer(name, **kwargs):\n    from transformers import AutoTokenizer\n"
-                          "    return AutoTokenizer.from_pretrained(name)\n",
+    "    return AutoTokenizer.from_pretrained(name)\n",
     "vllm-0.29.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: vllm\nVersion: 0.29.0\n",
 }
 
@@ -419,8 +566,13 @@ class LLM:
 def run_script(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     environ = {key: value for key, value in os.environ.items() if not key.startswith("MED_RLVR_")}
     environ["PATH"] = f"{BIN}{os.pathsep}{environ['PATH']}"
-    return subprocess.run(["bash", str(REPO / "launch" / "eval_checkpoint.sh"), *args], env=environ | (env or {}),
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        ["bash", str(REPO / "launch" / "eval_checkpoint.sh"), *args],
+        env=environ | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_eval_checkpoint_script_through_lm_eval_vllm_backend(workdir, tiny_qwen2):
@@ -432,16 +584,35 @@ def test_eval_checkpoint_script_through_lm_eval_vllm_backend(workdir, tiny_qwen2
     (run_dir / "ckpt").mkdir(parents=True)
     (run_dir / "ckpt" / "global_step30_hf").symlink_to(tiny_qwen2)
     log = workdir / "vllm_calls.jsonl"
-    result = run_script("--run-dir", str(run_dir), "--limit", "3", "--tensor-parallel", "2",
-                        "--gpu-memory-utilization", "0.8", "--max-model-len", "4096", "--model-args", "dtype=bfloat16",
-                        env={"PYTHONPATH": str(fake), "FAKE_VLLM_LOG": str(log),
-                             "FAKE_VLLM_RESPONSE": " <think>Because.</think> <answer>B</answer>"})
+    result = run_script(
+        "--run-dir",
+        str(run_dir),
+        "--limit",
+        "3",
+        "--tensor-parallel",
+        "2",
+        "--gpu-memory-utilization",
+        "0.8",
+        "--max-model-len",
+        "4096",
+        "--model-args",
+        "dtype=bfloat16",
+        env={
+            "PYTHONPATH": str(fake),
+            "FAKE_VLLM_LOG": str(log),
+            "FAKE_VLLM_RESPONSE": " <think>Because.</think> <answer>B</answer>",
+        },
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     engine = next(call for call in calls if call["kind"] == "engine")
     assert engine["model"] == str(run_dir / "ckpt" / "global_step30_hf")
-    assert (engine["tensor_parallel_size"], engine["gpu_memory_utilization"], engine["max_model_len"], engine["dtype"]) == (
-        2, 0.8, 4096, "bfloat16")
+    assert (
+        engine["tensor_parallel_size"],
+        engine["gpu_memory_utilization"],
+        engine["max_model_len"],
+        engine["dtype"],
+    ) == (2, 0.8, 4096, "bfloat16")
     sampling = [call for call in calls if call["kind"] == "sampling_params"]
     assert len(sampling) == 2 * 3  # two shipped tasks x 3 questions
     # greedy, training's 1024 tokens, and only EOS as a stop string: nothing is cut before </answer>
@@ -453,9 +624,13 @@ def test_eval_checkpoint_script_through_lm_eval_vllm_backend(workdir, tiny_qwen2
 
 
 def test_eval_checkpoint_script_refuses_bad_flags(tmp_path):
-    for args, message in [((), "give --run-dir DIR or --model PATH"), (("--run-dir", "runs/x"), "must be absolute"),
-                          (("--model", "m"), "--output-dir is required"),
-                          (("--run-dir", "/r", "--data-parallel", "0"), "--data-parallel must be a positive integer"),
-                          (("--run-dir",), "--run-dir needs a value"), (("--bogus",), "unknown flag --bogus")]:
+    for args, message in [
+        ((), "give --run-dir DIR or --model PATH"),
+        (("--run-dir", "runs/x"), "must be absolute"),
+        (("--model", "m"), "--output-dir is required"),
+        (("--run-dir", "/r", "--data-parallel", "0"), "--data-parallel must be a positive integer"),
+        (("--run-dir",), "--run-dir needs a value"),
+        (("--bogus",), "unknown flag --bogus"),
+    ]:
         result = run_script(*args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)

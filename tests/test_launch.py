@@ -82,10 +82,16 @@ def test_help_documents_every_flag(script: Path) -> None:
 def test_recovered_parser_is_the_installed_one(module: str, cpu_standins: Path) -> None:
     """The parser the launcher recovers prints the same --help as the installed CLI itself."""
     env = os.environ | {"PYTHONPATH": str(cpu_standins), "COLUMNS": "120"}
-    real = subprocess.run([sys.executable, "-m", module, "--help"], env=env, capture_output=True, text=True, timeout=300)
+    real = subprocess.run(
+        [sys.executable, "-m", module, "--help"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert real.returncode == 0, real.stderr
     recovered = subprocess.run(
-        [sys.executable, "-c", f"from med_rlvr_plugin.launcher import parse_openrlhf_args; parse_openrlhf_args({module!r}, ['--help'])"],
+        [
+            sys.executable,
+            "-c",
+            f"from med_rlvr_plugin.launcher import parse_openrlhf_args; parse_openrlhf_args({module!r}, ['--help'])",
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -109,8 +115,23 @@ PPO_CASES = {
         -1.0,
     ),
     "reinforce-leak-think-logging": (
-        ["--algo", "reinforce_baseline", "--leak-penalty", "0.5", "--min-think-words", "40", "--short-think-penalty",
-         "0.25", "--nodes", "2", "--gpus-per-node", "4", "--tensorboard", "--wandb-project", "medrlvr"],
+        [
+            "--algo",
+            "reinforce_baseline",
+            "--leak-penalty",
+            "0.5",
+            "--min-think-words",
+            "40",
+            "--short-think-penalty",
+            "0.25",
+            "--nodes",
+            "2",
+            "--gpus-per-node",
+            "4",
+            "--tensorboard",
+            "--wandb-project",
+            "medrlvr",
+        ],
         "reinforce_baseline",
         {"MED_RLVR_LEAK_PENALTY": "0.5", "MED_RLVR_MIN_THINK_WORDS": "40", "MED_RLVR_SHORT_THINK_PENALTY": "0.25"},
         0.0,
@@ -123,8 +144,16 @@ def test_ppo_dry_run_passes_openrlhf_checks(case: str, data_dir: Path) -> None:
     flags, estimator, reward_env, wrong_reward = PPO_CASES[case]
     output_dir = data_dir / "run"
     result = run_script(
-        "train_ppo_medqa.sh", "--dry-run", *flags, "--train-data", str(data_dir / "train.jsonl"),
-        "--eval-data", str(data_dir / "train.jsonl"), "--output-dir", str(output_dir), env={"WANDB_API_KEY": "secret-key"},
+        "train_ppo_medqa.sh",
+        "--dry-run",
+        *flags,
+        "--train-data",
+        str(data_dir / "train.jsonl"),
+        "--eval-data",
+        str(data_dir / "train.jsonl"),
+        "--output-dir",
+        str(output_dir),
+        env={"WANDB_API_KEY": "secret-key"},
     )
     assert result.returncode == 0, result.stderr + result.stdout
     argv = printed_command(result.stdout)
@@ -148,7 +177,9 @@ def test_ppo_dry_run_passes_openrlhf_checks(case: str, data_dir: Path) -> None:
 def test_dry_run_without_data_uses_the_builtin_sample(tmp_path: Path) -> None:
     """The README's main command, run from a folder without data/: the built-in sample stands in."""
     checkout = tmp_path / "checkout"
-    shutil.copytree(REPO / "med_rlvr_plugin", checkout / "med_rlvr_plugin", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "med_rlvr_plugin", checkout / "med_rlvr_plugin", ignore=shutil.ignore_patterns("__pycache__")
+    )
     shutil.copytree(REPO / "launch", checkout / "launch")
     result = run_script("train_ppo_medqa.sh", "--dry-run", cwd=checkout)
     assert result.returncode == 0, result.stderr + result.stdout
@@ -171,9 +202,15 @@ def test_dry_run_without_data_uses_the_builtin_sample(tmp_path: Path) -> None:
         (["--output-dir", "relative/run"], "must be absolute"),
         (["--train-data", "/nonexistent/train.jsonl"], "data file /nonexistent/train.jsonl not found"),
         # train()'s own assertion, which OpenRLHF checks only after Ray has placed the GPUs
-        (["--", "--vllm.tensor_parallel_size", "2"], "must be equal to vllm_num_engines * vllm_tensor_parallel_size, got 8 and 16"),
+        (
+            ["--", "--vllm.tensor_parallel_size", "2"],
+            "must be equal to vllm_num_engines * vllm_tensor_parallel_size, got 8 and 16",
+        ),
         # DeepSpeed's arithmetic holds (128 = 4 x 4 x 8), OpenRLHF's split does not: 22 micro-batches on 4 ranks
-        (["--gpus-per-node", "4", "--", "--rollout.micro_batch_size", "12"], "gives the 4 actor ranks [72, 72, 72, 40] samples"),
+        (
+            ["--gpus-per-node", "4", "--", "--rollout.micro_batch_size", "12"],
+            "gives the 4 actor ranks [72, 72, 72, 40] samples",
+        ),
         (["--eval-data", "/data/medqa_test.jsonl"], "is a test set"),
     ],
 )
@@ -189,12 +226,23 @@ def test_plan_makes_every_rollout_whole(data_dir: Path) -> None:
     """300 prompts: PPO trains on 256 (one rollout a pass), GRPO on 288 (nine of 32); the rest is left out."""
     train = write_rows(data_dir / "t300.jsonl", (launcher.sample_rows() * 50)[:300])
     for algo, kept in (("ppo", 256), ("grpo", 288)):
-        result = run_script("train_ppo_medqa.sh", "--dry-run", "--algo", algo, "--train-data", str(train), "--eval-data", "none")
+        result = run_script(
+            "train_ppo_medqa.sh", "--dry-run", "--algo", algo, "--train-data", str(train), "--eval-data", "none"
+        )
         assert result.returncode == 0, result.stderr
         assert flag_value(printed_command(result.stdout), "--data.max_samples") == str(kept)
         assert f"{300 - kept} prompts (the file's last) are left out so that every rollout is whole" in result.stdout
-    forced = run_script("train_ppo_medqa.sh", "--dry-run", "--train-data", str(train), "--eval-data", "none",
-                        "--", "--data.max_samples", "300")
+    forced = run_script(
+        "train_ppo_medqa.sh",
+        "--dry-run",
+        "--train-data",
+        str(train),
+        "--eval-data",
+        "none",
+        "--",
+        "--data.max_samples",
+        "300",
+    )
     assert forced.returncode == 1 and "Pass -- --data.max_samples 256" in forced.stderr
 
 
@@ -204,15 +252,34 @@ def test_plan_sets_eval_and_checkpoint_intervals_per_algo(data_dir: Path) -> Non
     have 16 steps (512 prompts: 2 rollouts x 8 passes, 16 x 1), so 10 checkpoints are every 2 steps."""
     dev = write_rows(data_dir / "dev.jsonl", (launcher.sample_rows() * 17)[:100])
     for algo, eval_steps in (("ppo", "10"), ("grpo", "40")):
-        result = run_script("train_ppo_medqa.sh", "--dry-run", "--algo", algo, "--train-data", str(data_dir / "train.jsonl"),
-                            "--eval-data", str(dev))
+        result = run_script(
+            "train_ppo_medqa.sh",
+            "--dry-run",
+            "--algo",
+            algo,
+            "--train-data",
+            str(data_dir / "train.jsonl"),
+            "--eval-data",
+            str(dev),
+        )
         assert result.returncode == 0, result.stderr
         argv = printed_command(result.stdout)
         assert flag_value(argv, "--eval.steps") == eval_steps and flag_value(argv, "--ckpt.save_steps") == "2"
         assert "--data.max_samples" not in argv and flag_value(argv, "--ckpt.best_metric_key") == "none"
         assert "16 steps" in result.stdout
-    explicit = run_script("train_ppo_medqa.sh", "--dry-run", "--train-data", str(data_dir / "train.jsonl"), "--eval-data",
-                          str(dev), "--checkpoints", "4", "--", "--eval.steps", "3")
+    explicit = run_script(
+        "train_ppo_medqa.sh",
+        "--dry-run",
+        "--train-data",
+        str(data_dir / "train.jsonl"),
+        "--eval-data",
+        str(dev),
+        "--checkpoints",
+        "4",
+        "--",
+        "--eval.steps",
+        "3",
+    )
     argv = printed_command(explicit.stdout)
     assert flag_value(argv, "--eval.steps") == "3" and flag_value(argv, "--ckpt.save_steps") == "4"
 
@@ -221,7 +288,9 @@ def test_periodic_eval_refuses_a_test_split_named_by_its_summary(data_dir: Path)
     """MMLU-Pro health is MMLU-Pro's test split whatever the file is called; prepare.py's summary says so."""
     health = write_rows(data_dir / "health.jsonl", launcher.sample_rows())
     (data_dir / "health.summary.json").write_text(json.dumps({"input": "TIGER-Lab/MMLU-Pro[test]"}))
-    result = run_script("train_ppo_medqa.sh", "--dry-run", "--train-data", str(data_dir / "train.jsonl"), "--eval-data", str(health))
+    result = run_script(
+        "train_ppo_medqa.sh", "--dry-run", "--train-data", str(data_dir / "train.jsonl"), "--eval-data", str(health)
+    )
     assert result.returncode == 1 and "is a test set (TIGER-Lab/MMLU-Pro[test])" in result.stderr
 
 
@@ -236,14 +305,41 @@ def test_plan_sizes_checkpoints_from_parameters_and_the_save_schedule() -> None:
     """1B parameters, PPO (actor and critic saved), 40 steps, a save every 10 and an eval every 10:
     4 saves; DeepSpeed keeps 2 sets of 2 x 14 GB; 4 Hugging Face copies of 2 GB; the final model 2 GB.
     With OpenRLHF's best-checkpoint saving on, one more DeepSpeed set and up to 4 more copies."""
-    flags = ["--actor.model_name_or_path", "m", "--critic.model_name_or_path", "m", "--reward.remote_url", "r.py",
-             "--rollout.batch_size", "8", "--train.batch_size", "8", "--rollout.micro_batch_size", "1",
-             "--train.micro_batch_size", "1", "--train.num_episodes", "4", "--eval.dataset", "dev.jsonl", "--eval.steps", "10",
-             "--ckpt.save_steps", "10", "--ckpt.max_num", "2", "--ckpt.save_hf"]
+    flags = [
+        "--actor.model_name_or_path",
+        "m",
+        "--critic.model_name_or_path",
+        "m",
+        "--reward.remote_url",
+        "r.py",
+        "--rollout.batch_size",
+        "8",
+        "--train.batch_size",
+        "8",
+        "--rollout.micro_batch_size",
+        "1",
+        "--train.micro_batch_size",
+        "1",
+        "--train.num_episodes",
+        "4",
+        "--eval.dataset",
+        "dev.jsonl",
+        "--eval.steps",
+        "10",
+        "--ckpt.save_steps",
+        "10",
+        "--ckpt.max_num",
+        "2",
+        "--ckpt.save_hf",
+    ]
     args = launcher.parse_openrlhf_args(launcher.PPO_MODULE, flags + ["--ckpt.best_metric_key", "none"])
     plan = launcher.ppo_plan(args, train_rows=80, eval_rows=50, parameters=10**9)
     assert plan["steps"] == 40 and plan["checkpoints"]["count"] == 4 and plan["eval"]["evals"] == 4
-    assert plan["disk_bytes"] == {"deepspeed_set": 28 * 10**9, "hf_copy": 2 * 10**9, "total": (2 * 28 + 4 * 2 + 2) * 10**9}
+    assert plan["disk_bytes"] == {
+        "deepspeed_set": 28 * 10**9,
+        "hf_copy": 2 * 10**9,
+        "total": (2 * 28 + 4 * 2 + 2) * 10**9,
+    }
     assert plan["eval"]["rounds_each"] == 7 and plan["eval"]["share_of_generation"] == 4 * 7 / 40
     best = launcher.ppo_plan(launcher.parse_openrlhf_args(launcher.PPO_MODULE, flags), 80, 50, 10**9)
     assert best["disk_bytes"]["total"] == (3 * 28 + 8 * 2 + 2) * 10**9
@@ -253,7 +349,9 @@ def test_dry_run_rejects_a_label_that_is_not_an_option(data_dir: Path) -> None:
     rows = launcher.sample_rows()
     rows[2]["label"] = "J"
     (data_dir / "bad.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    result = run_script("train_ppo_medqa.sh", "--dry-run", "--train-data", str(data_dir / "bad.jsonl"), "--eval-data", "none")
+    result = run_script(
+        "train_ppo_medqa.sh", "--dry-run", "--train-data", str(data_dir / "bad.jsonl"), "--eval-data", "none"
+    )
     assert result.returncode == 1
     assert "row 2: label J is not one of the prompt's options" in result.stderr
 
@@ -262,7 +360,15 @@ def test_output_folder_is_never_reused_silently(data_dir: Path) -> None:
     run = data_dir / "run"
     run.mkdir()
     (run / "ckpt").mkdir()
-    common = ["--dry-run", "--train-data", str(data_dir / "train.jsonl"), "--eval-data", "none", "--output-dir", str(run)]
+    common = [
+        "--dry-run",
+        "--train-data",
+        str(data_dir / "train.jsonl"),
+        "--eval-data",
+        "none",
+        "--output-dir",
+        str(run),
+    ]
     taken = run_script("train_ppo_medqa.sh", *common)
     assert taken.returncode == 1 and "exists and is not empty" in taken.stderr
     no_manifest = run_script("train_ppo_medqa.sh", *common, "--resume")
@@ -294,7 +400,9 @@ def test_openrlhf_ray_env_is_what_openrlhf_would_set(monkeypatch: pytest.MonkeyP
 
 def test_sft_dry_run(data_dir: Path) -> None:
     sft = write_rows(data_dir / "sft.jsonl", (launcher.sample_rows(sft=True) * 22)[:128])  # two batches of 64
-    result = run_script("train_sft_medqa.sh", "--dry-run", "--train-data", str(sft), "--gpus-per-node", "4", "--tensorboard")
+    result = run_script(
+        "train_sft_medqa.sh", "--dry-run", "--train-data", str(sft), "--gpus-per-node", "4", "--tensorboard"
+    )
     assert result.returncode == 0, result.stderr + result.stdout
     argv = printed_command(result.stdout)
     assert argv[:5] == ["deepspeed", "--num_gpus", "4", "--module", launcher.SFT_MODULE]
@@ -304,7 +412,10 @@ def test_sft_dry_run(data_dir: Path) -> None:
     # in 3 epochs; 10 checkpoints over 6 steps is one every step. Without it OpenRLHF's SFT saves nothing.
     assert flag_value(argv, "--ckpt.save_steps") == "1" and "6 optimizer steps" in result.stdout
     odd = run_script("train_sft_medqa.sh", "--dry-run", "--train-data", str(sft), "--gpus-per-node", "3")
-    assert odd.returncode == 1 and "--train.batch_size 64 is not a multiple of --train.micro_batch_size 4 x 3 GPUs" in odd.stderr
+    assert (
+        odd.returncode == 1
+        and "--train.batch_size 64 is not a multiple of --train.micro_batch_size 4 x 3 GPUs" in odd.stderr
+    )
 
     rows = (launcher.sample_rows(sft=True) * 22)[:128]
     rows[1]["response"] = " <think> thinking </think> <answer>A</answer>"  # question 2's gold is C
@@ -317,7 +428,9 @@ def test_sft_run_without_gpus_stops_before_writing_anything(data_dir: Path) -> N
     """Not a dry run, on this CPU machine: the GPU check comes before the manifest and before deepspeed."""
     sft = write_rows(data_dir / "sft.jsonl", (launcher.sample_rows(sft=True) * 22)[:128])
     run = data_dir / "sft-run"
-    result = run_script("train_sft_medqa.sh", "--train-data", str(sft), "--gpus-per-node", "2", "--output-dir", str(run))
+    result = run_script(
+        "train_sft_medqa.sh", "--train-data", str(sft), "--gpus-per-node", "2", "--output-dir", str(run)
+    )
     assert result.returncode == 1 and "--gpus-per-node 2 but this node has 0 GPUs visible" in result.stderr
     assert not run.exists()
 
@@ -325,14 +438,28 @@ def test_sft_run_without_gpus_stops_before_writing_anything(data_dir: Path) -> N
 def test_cuda_graphs_flag_drops_eager_mode(data_dir: Path) -> None:
     common = ["--dry-run", "--train-data", str(data_dir / "train.jsonl"), "--eval-data", "none"]
     assert "--vllm.enforce_eager" in printed_command(run_script("train_ppo_medqa.sh", *common).stdout)
-    assert "--vllm.enforce_eager" not in printed_command(run_script("train_ppo_medqa.sh", *common, "--cuda-graphs").stdout)
+    assert "--vllm.enforce_eager" not in printed_command(
+        run_script("train_ppo_medqa.sh", *common, "--cuda-graphs").stdout
+    )
 
 
 def test_ablation_dry_run_gives_each_variant_its_own_run(data_dir: Path) -> None:
     result = run_script(
-        "ablate_reward_schemes.sh", "--dry-run", "--variants", "neutral,penalized,strict,leak", "--prefix", "abl",
-        "--output-root", str(data_dir / "runs"), "--", "--algo", "grpo", "--train-data", str(data_dir / "train.jsonl"),
-        "--eval-data", "none",
+        "ablate_reward_schemes.sh",
+        "--dry-run",
+        "--variants",
+        "neutral,penalized,strict,leak",
+        "--prefix",
+        "abl",
+        "--output-root",
+        str(data_dir / "runs"),
+        "--",
+        "--algo",
+        "grpo",
+        "--train-data",
+        str(data_dir / "train.jsonl"),
+        "--eval-data",
+        "none",
     )
     assert result.returncode == 0, result.stderr + result.stdout
     submits = [line for line in result.stdout.splitlines() if line.startswith("ablate_reward_schemes.sh: ")]
@@ -342,7 +469,9 @@ def test_ablation_dry_run_gives_each_variant_its_own_run(data_dir: Path) -> None
         assert f"--output-dir {data_dir / 'runs' / f'abl-{variant}'} " in submit
     commands = result.stdout.split("OpenRLHF accepts the command:\n")[1:]
     assert len(commands) == 4 and all("--algo.advantage.estimator group_norm" in command for command in commands)
-    schemes = re.findall(r"reward configuration for every Ray actor: .*'MED_RLVR_REWARD_SCHEME': '(\w+)'", result.stdout)
+    schemes = re.findall(
+        r"reward configuration for every Ray actor: .*'MED_RLVR_REWARD_SCHEME': '(\w+)'", result.stdout
+    )
     assert schemes == ["neutral", "penalized", "neutral", "neutral"]
     assert "'MED_RLVR_FORMAT': 'strict'" in commands[2] and "'MED_RLVR_LEAK_PENALTY': '0.5'" in commands[3]
 

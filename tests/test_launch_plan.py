@@ -27,12 +27,29 @@ ROLLOUT_MICRO_BATCHES, TRAIN_BATCHES = (8, 12), (128, 96)
 def script_args(algo: str, gpus: int, rollout_micro: int = 8, train_batch: int = 128) -> list[str]:
     """The PPO script's batch flags for `algo` on one node of `gpus` GPUs, as OpenRLHF arguments."""
     prompts, per_prompt = ALGOS[algo]
-    critic = ["--critic.model_name_or_path", "critic", "--critic.num_gpus_per_node", str(gpus)] if algo == "ppo" else []
+    critic = (
+        ["--critic.model_name_or_path", "critic", "--critic.num_gpus_per_node", str(gpus)] if algo == "ppo" else []
+    )
     return [
-        "--actor.model_name_or_path", "model", "--actor.num_gpus_per_node", str(gpus), "--ref.num_gpus_per_node",
-        str(gpus), "--rollout.batch_size", str(prompts), "--rollout.n_samples_per_prompt", str(per_prompt),
-        "--rollout.micro_batch_size", str(rollout_micro), "--train.batch_size", str(train_batch), "--train.micro_batch_size", "4",
-        "--reward.remote_url", "reward.py", *critic,
+        "--actor.model_name_or_path",
+        "model",
+        "--actor.num_gpus_per_node",
+        str(gpus),
+        "--ref.num_gpus_per_node",
+        str(gpus),
+        "--rollout.batch_size",
+        str(prompts),
+        "--rollout.n_samples_per_prompt",
+        str(per_prompt),
+        "--rollout.micro_batch_size",
+        str(rollout_micro),
+        "--train.batch_size",
+        str(train_batch),
+        "--train.micro_batch_size",
+        "4",
+        "--reward.remote_url",
+        "reward.py",
+        *critic,
     ] + (["--algo.advantage.estimator", "group_norm"] if algo != "ppo" else [])
 
 
@@ -68,16 +85,25 @@ def openrlhf_splits(cpu_standins: Path) -> dict:
     micro-batches of 8 samples) and cluster size, plus the pass-end rollouts the plan prevents. The value is
     the samples each rank receives, or OpenRLHF's error."""
     samples = {prompts * per_prompt for prompts, per_prompt in ALGOS.values()}
-    cases = [([min(micro, total - start) for start in range(0, total, micro)], gpus)
-             for total in samples for micro in ROLLOUT_MICRO_BATCHES for gpus in GPU_COUNTS]
+    cases = [
+        ([min(micro, total - start) for start in range(0, total, micro)], gpus)
+        for total in samples
+        for micro in ROLLOUT_MICRO_BATCHES
+        for gpus in GPU_COUNTS
+    ]
     cases += [([8] * 24 + [2], 8), ([8, 8], 8)]  # 194 of 256 prompts; GRPO's 2 prompts x 8, on 8 GPUs
     result = subprocess.run(
         [sys.executable, "-c", SPLITTER, json.dumps(cases)],
-        env=os.environ | {"PYTHONPATH": f"{cpu_standins}{os.pathsep}{REPO}"}, capture_output=True, text=True, timeout=300,
+        env=os.environ | {"PYTHONPATH": f"{cpu_standins}{os.pathsep}{REPO}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     splits = json.loads(result.stdout.strip().splitlines()[-1])
-    return {(sum(micro_batches), len(micro_batches), gpus): split for (micro_batches, gpus), split in zip(cases, splits)}
+    return {
+        (sum(micro_batches), len(micro_batches), gpus): split for (micro_batches, gpus), split in zip(cases, splits)
+    }
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -92,14 +118,18 @@ def test_plan_accepts_exactly_the_even_splits_of_openrlhf(algo: str, openrlhf_sp
             real = openrlhf_splits[samples, -(-samples // micro), gpus]  # a list, or "Insufficient batch size"
             for train_batch in TRAIN_BATCHES:
                 try:
-                    args = launcher.parse_openrlhf_args(launcher.PPO_MODULE, script_args(algo, gpus, micro, train_batch))
+                    args = launcher.parse_openrlhf_args(
+                        launcher.PPO_MODULE, script_args(algo, gpus, micro, train_batch)
+                    )
                     launcher.check_batch_sizes(args)
                     plan = launcher.ppo_plan(args, train_rows=prompts * 10, eval_rows=0, parameters=None)
                 except launcher.LaunchError:
                     plan = None
                 # Samples a rank trains per optimizer step: DeepSpeed needs whole micro-batches of 4 in it.
                 window = train_batch / gpus
-                whole_steps = isinstance(real, list) and len(set(real)) == 1 and window % 4 == 0 and real[0] % window == 0
+                whole_steps = (
+                    isinstance(real, list) and len(set(real)) == 1 and window % 4 == 0 and real[0] % window == 0
+                )
                 assert (plan is not None) == whole_steps, (gpus, micro, train_batch, real)
                 if plan:
                     accepted.add((gpus, micro, train_batch))
@@ -154,10 +184,24 @@ PENALIZED_VALUES = [[2 * value - 1 for value in row] for row in VALUES]  # a cri
 WELL_FORMED = [1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0]
 WITH_MALFORMED = [1.0, 0.0, -1.0, 1.0, 0.0, 1.0, -1.0, 1.0]
 GROUP_FLAGS = {
-    "grpo": ["--algo.advantage.estimator", "group_norm", "--rollout.n_samples_per_prompt", "4", "--algo.kl.use_loss",
-             "--algo.kl.estimator", "k3"],
-    "reinforce_baseline": ["--algo.advantage.estimator", "reinforce_baseline", "--rollout.n_samples_per_prompt", "4",
-                           "--algo.kl.use_loss", "--algo.kl.estimator", "k2"],
+    "grpo": [
+        "--algo.advantage.estimator",
+        "group_norm",
+        "--rollout.n_samples_per_prompt",
+        "4",
+        "--algo.kl.use_loss",
+        "--algo.kl.estimator",
+        "k3",
+    ],
+    "reinforce_baseline": [
+        "--algo.advantage.estimator",
+        "reinforce_baseline",
+        "--rollout.n_samples_per_prompt",
+        "4",
+        "--algo.kl.use_loss",
+        "--algo.kl.estimator",
+        "k2",
+    ],
 }
 GAE_FLAGS = ["--algo.advantage.estimator", "gae", "--algo.advantage.gamma", "1.0", "--algo.advantage.lambd", "0.95"]
 ADVANTAGE_CASES = {
@@ -179,18 +223,27 @@ def advantages(cpu_standins: Path) -> dict:
     of ADVANTAGE_CASES (one process: importing OpenRLHF's trainer takes seconds)."""
     result = subprocess.run(
         [sys.executable, "-c", ADVANTAGES, json.dumps(list(ADVANTAGE_CASES.values()))],
-        env=os.environ | {"PYTHONPATH": f"{cpu_standins}{os.pathsep}{REPO}"}, capture_output=True, text=True, timeout=300,
+        env=os.environ | {"PYTHONPATH": f"{cpu_standins}{os.pathsep}{REPO}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return dict(zip(ADVANTAGE_CASES, json.loads(result.stdout.strip().splitlines()[-1])))
 
 
 @pytest.mark.parametrize("algo", GROUP_FLAGS)
-def test_penalized_equals_neutral_for_group_baselines_unless_a_response_is_malformed(algo: str, advantages: dict) -> None:
+def test_penalized_equals_neutral_for_group_baselines_unless_a_response_is_malformed(
+    algo: str, advantages: dict
+) -> None:
     """docs/launch.md's claim, on OpenRLHF's code: without malformed responses penalized = 2 x neutral - 1,
     and the group baseline and normalization make the advantages identical."""
-    assert advantages[algo, "neutral", "well_formed"] == pytest.approx(advantages[algo, "penalized", "well_formed"], abs=1e-5)
-    assert advantages[algo, "neutral", "with_malformed"] != pytest.approx(advantages[algo, "penalized", "with_malformed"], abs=1e-3)
+    assert advantages[algo, "neutral", "well_formed"] == pytest.approx(
+        advantages[algo, "penalized", "well_formed"], abs=1e-5
+    )
+    assert advantages[algo, "neutral", "with_malformed"] != pytest.approx(
+        advantages[algo, "penalized", "with_malformed"], abs=1e-3
+    )
 
 
 def test_penalized_under_ppo_is_neutral_with_half_the_kl_weight(advantages: dict) -> None:
@@ -215,7 +268,9 @@ def test_setup_gpu_installs_torch_then_flash_attn_without_isolation_then_openrlh
     """`bash setup.sh gpu --print`: the order that works in a fresh venv, with the versions OpenRLHF pins."""
     from importlib.metadata import requires
 
-    printed = subprocess.run(["bash", "setup.sh", "gpu", "--print"], cwd=REPO, capture_output=True, text=True, check=True)
+    printed = subprocess.run(
+        ["bash", "setup.sh", "gpu", "--print"], cwd=REPO, capture_output=True, text=True, check=True
+    )
     commands = [shlex.split(line) for line in printed.stdout.splitlines()]
     installs = [" ".join(command[command.index("install") + 1 :]) for command in commands if "install" in command]
     torch_at = next(i for i, line in enumerate(installs) if "torch==" in line)

@@ -28,15 +28,43 @@ pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PORT_FLAGS = (
-    "port", "dashboard-port", "ray-client-server-port", "node-manager-port", "object-manager-port",
-    "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port",
+    "port",
+    "dashboard-port",
+    "ray-client-server-port",
+    "node-manager-port",
+    "object-manager-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "metrics-export-port",
+    "runtime-env-agent-port",
 )
 # What the PPO job's flags set, written out independently of the script.
-REWARD_FLAGS = ["--reward-scheme", "penalized", "--format", "strict", "--leak-penalty", "0.25",
-                "--min-think-words", "3", "--short-think-penalty", "0.5"]
+REWARD_FLAGS = [
+    "--reward-scheme",
+    "penalized",
+    "--format",
+    "strict",
+    "--leak-penalty",
+    "0.25",
+    "--min-think-words",
+    "3",
+    "--short-think-penalty",
+    "0.5",
+]
 # One GPU, no vLLM, and rollouts small enough for the six sample questions (3 whole rollouts of 2).
-TINY_RUN = ["--", "--vllm.num_engines", "0", "--rollout.batch_size", "2", "--train.batch_size", "2",
-            "--rollout.micro_batch_size", "1", "--train.micro_batch_size", "1"]
+TINY_RUN = [
+    "--",
+    "--vllm.num_engines",
+    "0",
+    "--rollout.batch_size",
+    "2",
+    "--train.batch_size",
+    "2",
+    "--rollout.micro_batch_size",
+    "1",
+    "--train.micro_batch_size",
+    "1",
+]
 EXPECTED_ENV = {
     "MED_RLVR_FORMAT": "strict",
     "MED_RLVR_LEAK_PENALTY": "0.25",
@@ -59,7 +87,9 @@ def clean_env(**extra: str) -> dict:
 
 
 def ray_cli(*args: str, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "ray"), *args], cwd=REPO, env=clean_env(**env), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "ray"), *args], cwd=REPO, env=clean_env(**env), capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +102,25 @@ def ray_cluster(cpu_standins: Path):
     temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths live under it
     ports = {flag: free_port() for flag in PORT_FLAGS}
     command = [
-        str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=2", "--num-gpus=1",
-        "--dashboard-host=127.0.0.1", "--disable-usage-stats", f"--temp-dir={temp_dir}",
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=2",
+        "--num-gpus=1",
+        "--dashboard-host=127.0.0.1",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
         *(f"--{flag}={port}" for flag, port in ports.items()),
     ]
     log = (temp_dir / "head.log").open("w")
     head = subprocess.Popen(
-        command, env=clean_env(PYTHONPATH=str(cpu_standins)), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        command,
+        env=clean_env(PYTHONPATH=str(cpu_standins)),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     address = f"http://127.0.0.1:{ports['dashboard-port']}"
     try:
@@ -116,14 +158,37 @@ def ppo_job(ray_cluster: str, tiny_qwen2: Path, tmp_path_factory: pytest.TempPat
     train, evaluation = write_rows(folder / "train.jsonl", rows), write_rows(folder / "eval.jsonl", rows[:2])
     started = time.monotonic()
     submit = ray_cli(
-        "job", "submit", "--address", ray_cluster, "--working-dir", ".", "--submission-id", "medrlvr-e2e", "--",
-        "bash", "launch/train_ppo_medqa.sh", "--model", str(tiny_qwen2), "--train-data", str(train),
-        "--eval-data", str(evaluation), "--nodes", "1", "--gpus-per-node", "1", "--output-dir", str(folder / "run"),
-        *REWARD_FLAGS, *TINY_RUN,
+        "job",
+        "submit",
+        "--address",
+        ray_cluster,
+        "--working-dir",
+        ".",
+        "--submission-id",
+        "medrlvr-e2e",
+        "--",
+        "bash",
+        "launch/train_ppo_medqa.sh",
+        "--model",
+        str(tiny_qwen2),
+        "--train-data",
+        str(train),
+        "--eval-data",
+        str(evaluation),
+        "--nodes",
+        "1",
+        "--gpus-per-node",
+        "1",
+        "--output-dir",
+        str(folder / "run"),
+        *REWARD_FLAGS,
+        *TINY_RUN,
     )
     logs = ray_cli("job", "logs", "--address", ray_cluster, "medrlvr-e2e").stdout
     print(f"PPO job: {time.monotonic() - started:.0f} s")
-    return SimpleNamespace(returncode=submit.returncode, logs=logs, run=folder / "run", train=train, train_rows=len(rows))
+    return SimpleNamespace(
+        returncode=submit.returncode, logs=logs, run=folder / "run", train=train, train_rows=len(rows)
+    )
 
 
 def test_ppo_job_reaches_deepspeed_cuda_setup(ppo_job: SimpleNamespace) -> None:
@@ -135,7 +200,9 @@ def test_ppo_job_reaches_deepspeed_cuda_setup(ppo_job: SimpleNamespace) -> None:
     assert re.search(rf"\(PPOTrainer pid=\d+\)\S*\s+num_rows: {ppo_job.train_rows}$", logs, re.M), logs[-3000:]
     assert re.search(r"\(PPOTrainer pid=\d+\)\S*\s+num_rows: 2$", logs, re.M)
     # Actor scheduling: a model actor was placed on the pretend GPU and ran its init, up to DeepSpeed's CUDA.
-    assert re.search(r"ray::(PolicyModelActor|ReferenceModelActor|CriticModelActor)\.init_model_from_pretrained\(\)", logs)
+    assert re.search(
+        r"ray::(PolicyModelActor|ReferenceModelActor|CriticModelActor)\.init_model_from_pretrained\(\)", logs
+    )
     assert "in setup_distributed" in logs and "torch.cuda.set_device(local_rank)" in logs
     assert ppo_job.returncode != 0  # and nothing else stopped it earlier:
     assert "Failed to fetch reward" not in logs and "med-rlvr: error" not in logs
@@ -143,7 +210,9 @@ def test_ppo_job_reaches_deepspeed_cuda_setup(ppo_job: SimpleNamespace) -> None:
 
 def test_reward_flags_reach_an_actor_of_the_job(ppo_job: SimpleNamespace) -> None:
     """The actor's own environment and its reward function's grades, as the actor printed them."""
-    match = re.search(r"\(Probe pid=\d+\)\S* med-rlvr reward probe: env (\{.*?\}), rewards (\{.*?\})$", ppo_job.logs, re.M)
+    match = re.search(
+        r"\(Probe pid=\d+\)\S* med-rlvr reward probe: env (\{.*?\}), rewards (\{.*?\})$", ppo_job.logs, re.M
+    )
     assert match, ppo_job.logs[-3000:]
     assert ast.literal_eval(match[1]) == EXPECTED_ENV
     # penalized: a well-formed wrong answer earns -1 (neutral would give 0)
@@ -162,7 +231,9 @@ def test_ppo_job_writes_its_manifest(ppo_job: SimpleNamespace) -> None:
     assert manifest["settings"]["vllm"]["num_engines"] == 0
     assert manifest["settings"]["ckpt"]["path"] == str(ppo_job.run / "ckpt")
     assert manifest["data"]["train"]["rows"] == ppo_job.train_rows
-    assert manifest["data"]["train"]["sha256"] == {str(ppo_job.train): hashlib.sha256(ppo_job.train.read_bytes()).hexdigest()}
+    assert manifest["data"]["train"]["sha256"] == {
+        str(ppo_job.train): hashlib.sha256(ppo_job.train.read_bytes()).hexdigest()
+    }
     assert manifest["plan"]["steps"] == 3 * 8 and manifest["plan"]["rank_samples"] == {"actor": [2], "critic": [2]}
     assert manifest["versions"]["openrlhf"] == "0.11.2" and manifest["versions"]["ray"] == "2.55.0"
     # The job's copy of the repository has no .git (Ray leaves it out): the commit comes from the
@@ -183,13 +254,35 @@ def test_a_cluster_smaller_than_the_flags_stops_the_job_before_it_claims_the_fol
     """OpenRLHF would wait forever for a placement group of 2 GPUs on this 1-GPU cluster."""
     train = write_rows(tmp_path / "train.jsonl", launcher.sample_rows())
     submit = ray_cli(
-        "job", "submit", "--address", ray_cluster, "--working-dir", ".", "--submission-id", "medrlvr-too-big", "--",
-        "bash", "launch/train_ppo_medqa.sh", "--model", str(tiny_qwen2), "--train-data", str(train), "--eval-data", "none",
-        "--gpus-per-node", "2", "--output-dir", str(tmp_path / "run"), *TINY_RUN, timeout=300,
+        "job",
+        "submit",
+        "--address",
+        ray_cluster,
+        "--working-dir",
+        ".",
+        "--submission-id",
+        "medrlvr-too-big",
+        "--",
+        "bash",
+        "launch/train_ppo_medqa.sh",
+        "--model",
+        str(tiny_qwen2),
+        "--train-data",
+        str(train),
+        "--eval-data",
+        "none",
+        "--gpus-per-node",
+        "2",
+        "--output-dir",
+        str(tmp_path / "run"),
+        *TINY_RUN,
+        timeout=300,
     )
     logs = ray_cli("job", "logs", "--address", ray_cluster, "medrlvr-too-big").stdout
     assert submit.returncode != 0
-    assert "the run places 2 GPUs (--nodes x --gpus-per-node, one bundle each) and the Ray cluster has 1" in logs, logs[-3000:]
+    assert "the run places 2 GPUs (--nodes x --gpus-per-node, one bundle each) and the Ray cluster has 1" in logs, (
+        logs[-3000:]
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -197,11 +290,34 @@ def test_ablation_submits_one_job_per_variant(ray_cluster: str, tiny_qwen2: Path
     """Real submissions; each job dry-runs (`-- --dry-run`) so that it needs no GPU time."""
     train = write_rows(tmp_path / "train.jsonl", launcher.sample_rows())
     result = subprocess.run(
-        ["bash", "launch/ablate_reward_schemes.sh", "--address", ray_cluster, "--variants", "neutral,penalized",
-         "--prefix", "abl", "--output-root", str(tmp_path / "runs"), "--",
-         "--dry-run", "--model", str(tiny_qwen2), "--train-data", str(train), "--eval-data", "none", "--gpus-per-node", "1",
-         *TINY_RUN],
-        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=300,
+        [
+            "bash",
+            "launch/ablate_reward_schemes.sh",
+            "--address",
+            ray_cluster,
+            "--variants",
+            "neutral,penalized",
+            "--prefix",
+            "abl",
+            "--output-root",
+            str(tmp_path / "runs"),
+            "--",
+            "--dry-run",
+            "--model",
+            str(tiny_qwen2),
+            "--train-data",
+            str(train),
+            "--eval-data",
+            "none",
+            "--gpus-per-node",
+            "1",
+            *TINY_RUN,
+        ],
+        cwd=REPO,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     for variant, wrong_reward in (("neutral", 0.0), ("penalized", -1.0)):
@@ -212,5 +328,7 @@ def test_ablation_submits_one_job_per_variant(ray_cluster: str, tiny_qwen2: Path
         logs = ray_cli("job", "logs", "--address", ray_cluster, f"abl-{variant}").stdout
         assert f"'MED_RLVR_REWARD_SCHEME': '{variant}'" in logs and f"'wrong': {wrong_reward}" in logs
         assert f"--ckpt.path {tmp_path / 'runs' / f'abl-{variant}' / 'ckpt'}" in logs
-    again = ray_cli("job", "submit", "--address", ray_cluster, "--submission-id", "abl-neutral", "--no-wait", "--", "true")
+    again = ray_cli(
+        "job", "submit", "--address", ray_cluster, "--submission-id", "abl-neutral", "--no-wait", "--", "true"
+    )
     assert again.returncode != 0  # a run name is a submission id: Ray refuses to reuse it

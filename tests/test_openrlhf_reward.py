@@ -14,16 +14,35 @@ from tests.tokenizer_fixtures import qwen25_tokenizer
 openrlhf_agent = pytest.importorskip("openrlhf.utils.agent", reason="openrlhf 0.11.2 is not installed")
 
 REWARD_FILE = str(Path(__file__).resolve().parents[1] / "med_rlvr_plugin" / "openrlhf_reward.py")
-BEHAVIOUR_KEYS = {"behaviour_malformed", "behaviour_reasoning_before_think", "behaviour_answer_in_thinking",
-                  "behaviour_verbose", "behaviour_concise"}
-LOG_KEYS = {"accuracy", "well_formed", "preamble", "answer_leak", "think_words", "response_chars", "prompt_not_found",
-            *BEHAVIOUR_KEYS}
+BEHAVIOUR_KEYS = {
+    "behaviour_malformed",
+    "behaviour_reasoning_before_think",
+    "behaviour_answer_in_thinking",
+    "behaviour_verbose",
+    "behaviour_concise",
+}
+LOG_KEYS = {
+    "accuracy",
+    "well_formed",
+    "preamble",
+    "answer_leak",
+    "think_words",
+    "response_chars",
+    "prompt_not_found",
+    *BEHAVIOUR_KEYS,
+}
 # Questions written for these tests (not taken from any dataset); the gold letter is the last field.
 QUESTIONS = [
-    ("A 6-year-old has a honey-crusted facial rash. Which organism most likely causes it?",
-     ["Staphylococcus aureus", "Candida albicans", "Herpes simplex virus", "Trichophyton rubrum"], "A"),
-    ("A 60-year-old smoker has hyponatremia and a central lung mass. Which tumor is most likely?",
-     ["Adenocarcinoma", "Small cell carcinoma", "Squamous cell carcinoma", "Carcinoid", "Mesothelioma"], "B"),
+    (
+        "A 6-year-old has a honey-crusted facial rash. Which organism most likely causes it?",
+        ["Staphylococcus aureus", "Candida albicans", "Herpes simplex virus", "Trichophyton rubrum"],
+        "A",
+    ),
+    (
+        "A 60-year-old smoker has hyponatremia and a central lung mass. Which tumor is most likely?",
+        ["Adenocarcinoma", "Small cell carcinoma", "Squamous cell carcinoma", "Carcinoid", "Mesothelioma"],
+        "B",
+    ),
 ]
 
 
@@ -51,8 +70,10 @@ def run_executor(monkeypatch, samples, environ=None, max_length=4096):
 
     async def run_all():
         return await asyncio.gather(
-            *(executor.execute(prompt, label, params, max_length, tokenizer, CannedEngine(tokenizer, response))
-              for prompt, label, response in samples)
+            *(
+                executor.execute(prompt, label, params, max_length, tokenizer, CannedEngine(tokenizer, response))
+                for prompt, label, response in samples
+            )
         )
 
     return asyncio.run(run_all())
@@ -100,7 +121,9 @@ def test_prompt_truncated_to_its_last_two_tokens_by_openrlhf(monkeypatch):
     tokenizer = qwen25_tokenizer()
     question, options, gold = QUESTIONS[0]
     base = render_prompt(question, options)
-    chat = tokenizer.apply_chat_template(render_chat_prompt(question, options), tokenize=False, add_generation_prompt=True)
+    chat = tokenizer.apply_chat_template(
+        render_chat_prompt(question, options), tokenize=False, add_generation_prompt=True
+    )
     samples = [
         # Only "Assistant:" survives, and the response repeats it after a preamble that strict format rejects.
         (base, gold, f" Let me think. Assistant: <think>Impetigo.</think> <answer>{gold}</answer>"),
@@ -111,7 +134,9 @@ def test_prompt_truncated_to_its_last_two_tokens_by_openrlhf(monkeypatch):
     assert [out["observation_tokens"][:2] for out in outputs] == [
         tokenizer(text, add_special_tokens=False)["input_ids"][-2:] for text in (base, chat)
     ]
-    assert [(out["reward"], out["extra_logs"]["preamble"], out["extra_logs"]["prompt_not_found"]) for out in outputs] == [
+    assert [
+        (out["reward"], out["extra_logs"]["preamble"], out["extra_logs"]["prompt_not_found"]) for out in outputs
+    ] == [
         (-1.0, 1.0, 0.0),
         (1.0, 0.0, 0.0),
     ]
@@ -120,14 +145,20 @@ def test_prompt_truncated_to_its_last_two_tokens_by_openrlhf(monkeypatch):
 def test_chat_template_prompts_and_templates_that_open_the_think_block(monkeypatch):
     tokenizer = qwen25_tokenizer()
     question, options, gold = QUESTIONS[0]
-    chat = tokenizer.apply_chat_template(render_chat_prompt(question, options), tokenize=False, add_generation_prompt=True)
+    chat = tokenizer.apply_chat_template(
+        render_chat_prompt(question, options), tokenize=False, add_generation_prompt=True
+    )
     opened = chat + "<think>\n"
-    outputs = run_executor(monkeypatch, [
-        (chat, gold, f"<think>Impetigo.</think>\n<answer>{gold}</answer><|im_end|>"),
-        (opened, gold, f"Impetigo.\n</think>\n<answer>{gold}</answer><|im_end|>"),
-        (opened, gold, f"<think>Impetigo.</think>\n<answer>{gold}</answer><|im_end|>"),  # a second <think>
-        (chat, gold, f"<think>Impetigo.</think>\n<answer>{gold}</answer><|im_end|>\n<|im_start|>user\nthanks"),
-    ], {"MED_RLVR_FORMAT": "strict"})
+    outputs = run_executor(
+        monkeypatch,
+        [
+            (chat, gold, f"<think>Impetigo.</think>\n<answer>{gold}</answer><|im_end|>"),
+            (opened, gold, f"Impetigo.\n</think>\n<answer>{gold}</answer><|im_end|>"),
+            (opened, gold, f"<think>Impetigo.</think>\n<answer>{gold}</answer><|im_end|>"),  # a second <think>
+            (chat, gold, f"<think>Impetigo.</think>\n<answer>{gold}</answer><|im_end|>\n<|im_start|>user\nthanks"),
+        ],
+        {"MED_RLVR_FORMAT": "strict"},
+    )
     assert [out["reward"] for out in outputs] == [1.0, 1.0, -1.0, -1.0]
 
 
@@ -135,7 +166,11 @@ def test_answer_leak_and_preamble_are_logged_and_the_leak_penalty_applies(monkey
     question, options, gold = QUESTIONS[0]
     prompt = render_prompt(question, options)
     samples = [
-        (prompt, gold, f" Step 1: the rash is honey-crusted. Step 2: impetigo. <think>ok</think> <answer>{gold}</answer>"),
+        (
+            prompt,
+            gold,
+            f" Step 1: the rash is honey-crusted. Step 2: impetigo. <think>ok</think> <answer>{gold}</answer>",
+        ),
         (prompt, gold, f" <think>{gold}. {options[0]}</think> <answer>{gold}</answer>"),
     ]
     outputs = run_executor(monkeypatch, samples, {"MED_RLVR_LEAK_PENALTY": "0.5"})

@@ -59,20 +59,37 @@ def test_prepare_verl_writes_verls_rl_layout(tmp_path):
 def test_prepare_verl_cli_with_a_dev_split_and_exclude_of_a_verl_file(tmp_path):
     source = write_jsonl(tmp_path / "medqa_source.jsonl", MEDQA_ROWS)
     test = prepared(tmp_path, "test.parquet", limit=2)
-    result = run_cli("medqa", "--input", str(source), "--verl", "--output", str(tmp_path / "train.parquet"),
-                     "--exclude", str(test), "--dev-output", str(tmp_path / "dev.parquet"), "--dev-size", "1")
+    result = run_cli(
+        "medqa",
+        "--input",
+        str(source),
+        "--verl",
+        "--output",
+        str(tmp_path / "train.parquet"),
+        "--exclude",
+        str(test),
+        "--dev-output",
+        str(tmp_path / "dev.parquet"),
+        "--dev-size",
+        "1",
+    )
     assert result.returncode == 0, result.stderr
-    questions = {name: [row["extra_info"]["question"] for row in pyarrow.parquet.read_table(tmp_path / name).to_pylist()]
-                 for name in ("test.parquet", "train.parquet", "dev.parquet")}
+    questions = {
+        name: [row["extra_info"]["question"] for row in pyarrow.parquet.read_table(tmp_path / name).to_pylist()]
+        for name in ("test.parquet", "train.parquet", "dev.parquet")
+    }
     assert len(questions["train.parquet"]) == 3 and len(questions["dev.parquet"]) == 1
     assert sorted(sum(questions.values(), [])) == sorted(row["question"] for row in MEDQA_ROWS)  # disjoint, complete
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"output": "medqa.jsonl"}, "the --output name must end in .parquet (verl reads parquet)"),
-    ({"output": "medqa.parquet", "sft": True}, "--verl writes verl's RL layout, which has no SFT target"),
-    ({"output": "medqa.parquet", "exclude": ["source.jsonl"]}, "source.jsonl:1: not a prepared row"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"output": "medqa.jsonl"}, "the --output name must end in .parquet (verl reads parquet)"),
+        ({"output": "medqa.parquet", "sft": True}, "--verl writes verl's RL layout, which has no SFT target"),
+        ({"output": "medqa.parquet", "exclude": ["source.jsonl"]}, "source.jsonl:1: not a prepared row"),
+    ],
+)
 def test_prepare_verl_refuses_what_does_not_fit(tmp_path, options, message):
     source = write_jsonl(tmp_path / "source.jsonl", MEDQA_ROWS)
     options = {**options, "output": tmp_path / options["output"]}
@@ -102,21 +119,30 @@ def verl_child(parquet: str, tokenizer_dir: str, cache_dir: str) -> None:
     from verl.utils.dataset.rl_dataset import RLHFDataset
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    dataset = RLHFDataset(data_files=[parquet], tokenizer=tokenizer,
-                          config=OmegaConf.create({"max_prompt_length": 1024, "cache_dir": cache_dir}))
+    dataset = RLHFDataset(
+        data_files=[parquet],
+        tokenizer=tokenizer,
+        config=OmegaConf.create({"max_prompt_length": 1024, "cache_dir": cache_dir}),
+    )
     end, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id
 
     async def grade_all(path: str) -> list:
-        config = OmegaConf.create({"reward": {
-            "custom_reward_function": {"path": path, "name": "compute_score", "reward_kwargs": {}},
-            "reward_manager": {"source": "register", "name": "naive"},
-        }})
+        config = OmegaConf.create(
+            {
+                "reward": {
+                    "custom_reward_function": {"path": path, "name": "compute_score", "reward_kwargs": {}},
+                    "reward_manager": {"source": "register", "name": "naive"},
+                }
+            }
+        )
         manager = load_reward_manager(config, tokenizer)  # inside the loop: the manager keeps the running loop
         results = []
         for index in range(len(dataset)):
             row = dataset[index]
-            prompt = tokenizer(tokenizer.apply_chat_template(row["raw_prompt"], tokenize=False, add_generation_prompt=True),
-                               add_special_tokens=False)["input_ids"]
+            prompt = tokenizer(
+                tokenizer.apply_chat_template(row["raw_prompt"], tokenize=False, add_generation_prompt=True),
+                add_special_tokens=False,
+            )["input_ids"]
             for template in RESPONSES:
                 response_text, _ = expected(row, template)
                 response = tokenizer(response_text, add_special_tokens=False)["input_ids"] + [end]
@@ -127,11 +153,20 @@ def verl_child(parquet: str, tokenizer_dir: str, cache_dir: str) -> None:
                         "input_ids": torch.tensor([prompt + response + [pad] * 3]),
                         "attention_mask": torch.tensor([[1] * (len(prompt) + len(response)) + [0] * 3]),
                     },
-                    non_tensors={key: np.array([row[key]], dtype=object) for key in ("data_source", "reward_model", "extra_info")},
+                    non_tensors={
+                        key: np.array([row[key]], dtype=object)
+                        for key in ("data_source", "reward_model", "extra_info")
+                    },
                 )
                 output = await manager.run_single(data)
-                results.append({"index": row["index"], "template": template, "reward": output["reward_score"],
-                                "info": output["reward_extra_info"]})
+                results.append(
+                    {
+                        "index": row["index"],
+                        "template": template,
+                        "reward": output["reward_score"],
+                        "info": output["reward_extra_info"],
+                    }
+                )
         return results
 
     print(json.dumps([asyncio.run(grade_all(path)) for path in (str(VERL_FILE), "pkg://med_rlvr_plugin.verl_reward")]))
@@ -161,12 +196,21 @@ def test_compute_score_as_verl_documents_the_call():
     it refuses; verl itself runs it in the test above."""
     prompt = render_chat_prompt("Which drug reverses opioid overdose?", ["Flumazenil", "Naloxone"])[0]["content"]
     extra_info = {"index": 0, "prompt": prompt, "num_turns": None, "rollout_reward_scores": {}}
-    result = compute_score(data_source="medqa", solution_str="<think>Opioids.</think> <answer>B</answer>",
-                           ground_truth="B", extra_info=extra_info, reward_router_address=None)
+    result = compute_score(
+        data_source="medqa",
+        solution_str="<think>Opioids.</think> <answer>B</answer>",
+        ground_truth="B",
+        extra_info=extra_info,
+        reward_router_address=None,
+    )
     assert result == {"score": 1.0, "acc": 1.0, "pred": "B", **{key: result[key] for key in LOG_KEYS}}
     assert result["think_words"] == 1.0 and result["answer_leak"] == 0.0
-    with pytest.raises(ValueError, match=r"reward_kwargs \['scheme'\]: set the reward through the MED_RLVR_\* variables"):
-        compute_score(data_source="medqa", solution_str="x", ground_truth="B", extra_info=extra_info, scheme="penalized")
+    with pytest.raises(
+        ValueError, match=r"reward_kwargs \['scheme'\]: set the reward through the MED_RLVR_\* variables"
+    ):
+        compute_score(
+            data_source="medqa", solution_str="x", ground_truth="B", extra_info=extra_info, scheme="penalized"
+        )
     with pytest.raises(ValueError, match="extra_info has no 'prompt'.*prepare.py --verl"):
         compute_score(data_source="medqa", solution_str="x", ground_truth="B", extra_info={"index": 0})
 
@@ -175,8 +219,16 @@ def test_compute_score_as_verl_documents_the_call():
 # attention and MLP outputs are zero, so the last hidden state is the current token, and the output
 # layer maps each token of this chain to the next. After the prompt's last word (`Assistant:`, or the
 # chat template's `assistant`) it writes "<think> reasoning </think> <answer> A </answer>" and stops.
-CHAIN = {"Assistant:": "<think>", "assistant": "<think>", "<think>": "reasoning", "reasoning": "</think>",
-         "</think>": "<answer>", "<answer>": "A", "A": "</answer>", "</answer>": "<|im_end|>"}
+CHAIN = {
+    "Assistant:": "<think>",
+    "assistant": "<think>",
+    "<think>": "reasoning",
+    "reasoning": "</think>",
+    "</think>": "<answer>",
+    "<answer>": "A",
+    "A": "</answer>",
+    "</answer>": "<|im_end|>",
+}
 
 
 def scripted_model() -> tuple:
@@ -188,13 +240,27 @@ def scripted_model() -> tuple:
     vocab = {word: index for index, word in enumerate(words)}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", eos_token="<|im_end|>",
-                                        pad_token="<|endoftext|>", padding_side="left",
-                                        additional_special_tokens=["<|im_start|>"])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        padding_side="left",
+        additional_special_tokens=["<|im_start|>"],
+    )
     tokenizer.chat_template = QWEN_CHAT_TEMPLATE
-    config = Qwen2Config(vocab_size=len(vocab), hidden_size=len(vocab), intermediate_size=len(vocab), num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
-                         tie_word_embeddings=False, eos_token_id=vocab["<|im_end|>"], pad_token_id=vocab["<|endoftext|>"])
+    config = Qwen2Config(
+        vocab_size=len(vocab),
+        hidden_size=len(vocab),
+        intermediate_size=len(vocab),
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        eos_token_id=vocab["<|im_end|>"],
+        pad_token_id=vocab["<|endoftext|>"],
+    )
     model = Qwen2ForCausalLM(config)
     with torch.no_grad():
         model.model.embed_tokens.weight.copy_(torch.eye(len(vocab)))
@@ -216,14 +282,31 @@ def test_grpo_trainer_trains_two_steps_with_our_reward(tmp_path, chat):
     from med_rlvr_plugin.trl_reward import med_rlvr_reward
 
     # Two prepared rows, whose gold letters are A (the model's answer: reward 1) and B (wrong: 0).
-    rows = [format_row(question, SOURCES["medqa"], chat=chat) for question in MEDQA_ROWS if question["answer_idx"] in "AB"][:2]
+    rows = [
+        format_row(question, SOURCES["medqa"], chat=chat) for question in MEDQA_ROWS if question["answer_idx"] in "AB"
+    ][:2]
     assert sorted(row["label"] for row in rows) == ["A", "B"]
-    dataset = Dataset.from_list([{"prompt": row["prompt"], "label": row["label"], "datasource": row["datasource"]} for row in rows])
-    args = GRPOConfig(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, per_device_train_batch_size=4,
-                      num_generations=4, max_completion_length=16, max_steps=2, report_to="none", logging_steps=1,
-                      save_strategy="no", gradient_checkpointing=False, seed=0)
+    dataset = Dataset.from_list(
+        [{"prompt": row["prompt"], "label": row["label"], "datasource": row["datasource"]} for row in rows]
+    )
+    args = GRPOConfig(
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        bf16=False,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=16,
+        max_steps=2,
+        report_to="none",
+        logging_steps=1,
+        save_strategy="no",
+        gradient_checkpointing=False,
+        seed=0,
+    )
     model, tokenizer = scripted_model()
-    trainer = GRPOTrainer(model=model, reward_funcs=med_rlvr_reward, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer = GRPOTrainer(
+        model=model, reward_funcs=med_rlvr_reward, args=args, train_dataset=dataset, processing_class=tokenizer
+    )
     trainer.train()
     steps = [entry for entry in trainer.state.log_history if "rewards/med_rlvr_reward/mean" in entry]
     assert len(steps) == 2  # each step: one prompt, four completions
@@ -238,5 +321,12 @@ def test_trl_reward_without_a_label_column_names_the_columns_it_got():
     from med_rlvr_plugin.trl_reward import med_rlvr_reward
 
     with pytest.raises(ValueError, match="no `label` column .*; its columns: answer, datasource. Prepare it"):
-        med_rlvr_reward(prompts=["p"], completions=["c"], answer=["A"], datasource=["medqa"], completion_ids=[[1]],
-                        trainer_state=None, log_metric=print)
+        med_rlvr_reward(
+            prompts=["p"],
+            completions=["c"],
+            answer=["A"],
+            datasource=["medqa"],
+            completion_ids=[[1]],
+            trainer_state=None,
+            log_metric=print,
+        )

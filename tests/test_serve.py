@@ -71,7 +71,9 @@ def health(url: str) -> dict:
 @pytest.fixture(scope="module")
 def server():
     """One server for the module: two workers, the non-default reward flags, a 256 KB body limit."""
-    process, url = serve.start(args=["--workers", "2", "--max-body-mb", str(MAX_BODY_BYTES / (1 << 20)), *REWARD_FLAGS])
+    process, url = serve.start(
+        args=["--workers", "2", "--max-body-mb", str(MAX_BODY_BYTES / (1 << 20)), *REWARD_FLAGS]
+    )
     yield process, url
     process.terminate()
     assert process.wait(timeout=60) == 0
@@ -84,10 +86,19 @@ def run_executor(remote_url, cases):
     params = SimpleNamespace(max_tokens=256, logprobs=None)
 
     async def run_all():
-        return await asyncio.gather(*(
-            executor.execute(prompt, label, params, 4096, tokenizer, CannedEngine(tokenizer, response.removesuffix("<|endoftext|>")))
-            for prompt, label, response in cases
-        ))
+        return await asyncio.gather(
+            *(
+                executor.execute(
+                    prompt,
+                    label,
+                    params,
+                    4096,
+                    tokenizer,
+                    CannedEngine(tokenizer, response.removesuffix("<|endoftext|>")),
+                )
+                for prompt, label, response in cases
+            )
+        )
 
     return asyncio.run(run_all())
 
@@ -100,7 +111,9 @@ def test_openrlhf_gets_from_the_server_what_it_gets_from_the_reward_file(server,
         monkeypatch.setenv(name, value)
     in_process = run_executor(REWARD_FILE, cases)
     keys = ("reward", "scores", "extra_logs", "observation_tokens")
-    assert [{key: out[key] for key in keys} for out in served] == [{key: out[key] for key in keys} for out in in_process]
+    assert [{key: out[key] for key in keys} for out in served] == [
+        {key: out[key] for key in keys} for out in in_process
+    ]
     # The configuration reached the workers: penalized (a wrong answer earns -1) with a 0.5 leak penalty.
     rewards = [out["reward"] for out in served[:6]]
     assert rewards == [1.0, 1.0, -1.0, -1.0, -1.0, 0.5]
@@ -110,32 +123,63 @@ def test_openrlhf_gets_from_the_server_what_it_gets_from_the_reward_file(server,
 def test_a_batch_gets_lists_equal_to_one_request_per_sample(server):
     _, url = server
     cases = samples()
-    batch = {"query": [p + r for p, _, r in cases], "prompts": [p for p, _, _ in cases], "labels": [l for _, l, _ in cases]}
+    batch = {
+        "query": [p + r for p, _, r in cases],
+        "prompts": [p for p, _, _ in cases],
+        "labels": [l for _, l, _ in cases],
+    }
     status, answer = post(url, json.dumps(batch).encode())
     assert status == 200
-    singles = [post(url, json.dumps({key: [values[i]] for key, values in batch.items()}).encode())[1] for i in range(len(cases))]
+    singles = [
+        post(url, json.dumps({key: [values[i]] for key, values in batch.items()}).encode())[1]
+        for i in range(len(cases))
+    ]
     assert answer["rewards"] == [single["rewards"] for single in singles]
     assert answer["scores"] == [single["scores"] for single in singles]
-    assert answer["extra_logs"] == {key: [single["extra_logs"][key] for single in singles] for key in singles[0]["extra_logs"]}
+    assert answer["extra_logs"] == {
+        key: [single["extra_logs"][key] for single in singles] for key in singles[0]["extra_logs"]
+    }
     assert answer["rewards"][:6] == [1.0, 1.0, -1.0, -1.0, -1.0, 0.5]
 
 
-GOOD = {"query": ["User: q\nA. x\nB. y\nAssistant: <think>y</think><answer>B</answer>"], "prompts": ["User: q\nA. x\nB. y\nAssistant:"], "labels": ["B"]}
+GOOD = {
+    "query": ["User: q\nA. x\nB. y\nAssistant: <think>y</think><answer>B</answer>"],
+    "prompts": ["User: q\nA. x\nB. y\nAssistant:"],
+    "labels": ["B"],
+}
 
 
-@pytest.mark.parametrize("body, status, message", [
-    (b"{not json", 400, "the body is not JSON"),
-    (b"\xff\xfe{}", 400, "the body is not JSON"),
-    (b"[1, 2]", 400, "expected a JSON object with the lists query, prompts, labels; got list"),
-    (json.dumps({"query": [], "prompts": []}).encode(), 400, "got an object with keys query, prompts"),
-    (json.dumps({**GOOD, "query": GOOD["query"][0]}).encode(), 400, "query must be a list, got str"),
-    (json.dumps({**GOOD, "query": GOOD["query"] * 2}).encode(), 400, "their lengths are query 2, prompts 1, labels 1"),
-    (json.dumps({**GOOD, "prompts": [None]}).encode(), 400, "prompts[0] must be a string, got NoneType"),
-    (json.dumps({**GOOD, "labels": [""]}).encode(), 400, "labels[0]: med-rlvr: label '' names no option letter"),
-    (json.dumps({**GOOD, "labels": [2]}).encode(), 400, "labels[0]: med-rlvr: label 2 names no option letter"),
-    (b" " * (MAX_BODY_BYTES + 1), 413, f"over the server's limit of {MAX_BODY_BYTES:,} bytes"),
-], ids=["malformed", "not-utf8", "not-object", "missing-key", "not-list", "unequal", "not-string", "empty-label",
-        "index-label", "too-large"])
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        (b"{not json", 400, "the body is not JSON"),
+        (b"\xff\xfe{}", 400, "the body is not JSON"),
+        (b"[1, 2]", 400, "expected a JSON object with the lists query, prompts, labels; got list"),
+        (json.dumps({"query": [], "prompts": []}).encode(), 400, "got an object with keys query, prompts"),
+        (json.dumps({**GOOD, "query": GOOD["query"][0]}).encode(), 400, "query must be a list, got str"),
+        (
+            json.dumps({**GOOD, "query": GOOD["query"] * 2}).encode(),
+            400,
+            "their lengths are query 2, prompts 1, labels 1",
+        ),
+        (json.dumps({**GOOD, "prompts": [None]}).encode(), 400, "prompts[0] must be a string, got NoneType"),
+        (json.dumps({**GOOD, "labels": [""]}).encode(), 400, "labels[0]: med-rlvr: label '' names no option letter"),
+        (json.dumps({**GOOD, "labels": [2]}).encode(), 400, "labels[0]: med-rlvr: label 2 names no option letter"),
+        (b" " * (MAX_BODY_BYTES + 1), 413, f"over the server's limit of {MAX_BODY_BYTES:,} bytes"),
+    ],
+    ids=[
+        "malformed",
+        "not-utf8",
+        "not-object",
+        "missing-key",
+        "not-list",
+        "unequal",
+        "not-string",
+        "empty-label",
+        "index-label",
+        "too-large",
+    ],
+)
 def test_bad_requests_get_a_4xx_that_says_what_is_wrong(server, body, status, message):
     process, url = server
     before = workers(process)
@@ -155,12 +199,21 @@ def test_a_body_over_the_limit_without_content_length_is_refused_as_it_arrives(s
 def test_health_reports_the_configuration_and_the_workers_share_one_loopback_socket(server):
     process, url = server
     report = health(url)
-    assert report["config"] == {"scheme": "penalized", "format": "lenient", "leak_penalty": 0.5,
-                                "min_think_words": 0, "short_think_penalty": 1.0}
+    assert report["config"] == {
+        "scheme": "penalized",
+        "format": "lenient",
+        "leak_penalty": 0.5,
+        "min_think_words": 0,
+        "short_think_penalty": 1.0,
+    }
     assert report["env"] == REWARD_ENV and report["max_body_bytes"] == MAX_BODY_BYTES
     port = urlsplit(url).port
-    listening = {(conn.laddr.ip, conn.laddr.port) for worker in workers(process) for conn in worker.net_connections()
-                 if conn.status == psutil.CONN_LISTEN}
+    listening = {
+        (conn.laddr.ip, conn.laddr.port)
+        for worker in workers(process)
+        for conn in worker.net_connections()
+        if conn.status == psutil.CONN_LISTEN
+    }
     assert len(workers(process)) == 2 and listening == {("127.0.0.1", port)}
 
 
@@ -186,12 +239,16 @@ def test_cli_binds_loopback_by_default_and_rejects_bad_reward_flags():
     process = subprocess.Popen([sys.executable, "-m", "med_rlvr_plugin.serve", "--port", str(port), "--workers", "1"])
     try:
         wait_for_health(process, f"http://127.0.0.1:{port}/get_reward")
-        sockets = [conn.laddr for conn in psutil.Process(process.pid).net_connections() if conn.status == psutil.CONN_LISTEN]
+        sockets = [
+            conn.laddr for conn in psutil.Process(process.pid).net_connections() if conn.status == psutil.CONN_LISTEN
+        ]
         assert sockets == [("127.0.0.1", port)]
     finally:
         process.terminate()
         process.wait(timeout=60)
-    bad = subprocess.run([sys.executable, "-m", "med_rlvr_plugin.serve", "--leak-penalty", "-1"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "med_rlvr_plugin.serve", "--leak-penalty", "-1"], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "MED_RLVR_LEAK_PENALTY='-1': leak_penalty must be >= 0" in bad.stderr
 
 
@@ -201,7 +258,9 @@ def test_sigterm_answers_the_request_in_flight_then_exits():
     parts = urlsplit(url)
     with socket.create_connection((parts.hostname, parts.port), timeout=30) as client:
         # Headers and half the body now, the rest after SIGTERM: the request is in flight throughout.
-        client.sendall(f"POST /get_reward HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body[:10])
+        client.sendall(
+            f"POST /get_reward HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body[:10]
+        )
         time.sleep(1)
         process.send_signal(signal.SIGTERM)
         time.sleep(1)
@@ -218,9 +277,14 @@ def test_sigterm_answers_the_request_in_flight_then_exits():
 
 def test_the_server_exits_with_the_process_that_started_it():
     parent = subprocess.Popen(
-        [sys.executable, "-c", "from med_rlvr_plugin import serve\nimport time\n"
-         "process, url = serve.start(args=['--workers', '2'])\nprint(process.pid, url, flush=True)\ntime.sleep(600)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "from med_rlvr_plugin import serve\nimport time\n"
+            "process, url = serve.start(args=['--workers', '2'])\nprint(process.pid, url, flush=True)\ntime.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     pid, url = parent.stdout.readline().split()
     server = psutil.Process(int(pid))
@@ -237,13 +301,27 @@ def test_launch_dry_run_with_reward_server_checks_it_on_loopback_and_stops_it(tm
     env = {key: value for key, value in os.environ.items() if not key.startswith("MED_RLVR_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     result = subprocess.run(
-        ["bash", "launch/train_ppo_medqa.sh", "--dry-run", "--reward-server", "--reward-scheme", "penalized",
-         "--output-dir", str(tmp_path / "run")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        [
+            "bash",
+            "launch/train_ppo_medqa.sh",
+            "--dry-run",
+            "--reward-server",
+            "--reward-scheme",
+            "penalized",
+            "--output-dir",
+            str(tmp_path / "run"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    assert ("med-rlvr: reward server (--reward-server) on this machine: rewards "
-            "{'correct': 1.0, 'wrong': -1.0, 'malformed': -1.0}") in result.stdout
+    assert (
+        "med-rlvr: reward server (--reward-server) on this machine: rewards "
+        "{'correct': 1.0, 'wrong': -1.0, 'malformed': -1.0}"
+    ) in result.stdout
     port = int(re.search(r"med-rlvr reward server: http://127\.0\.0\.1:(\d+)/get_reward", result.stderr)[1])
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -256,9 +334,30 @@ def test_launch_reward_server_in_a_ray_job(ray_cluster, tiny_qwen2, tmp_path):
     with the driver when the job stops at DeepSpeed's CUDA setup (no GPU here)."""
     train = write_rows(tmp_path / "train.jsonl", launcher.sample_rows())
     submit = ray_cli(
-        "job", "submit", "--address", ray_cluster, "--working-dir", ".", "--submission-id", "medrlvr-server", "--",
-        "bash", "launch/train_ppo_medqa.sh", "--reward-server", "--reward-scheme", "penalized", "--model", str(tiny_qwen2),
-        "--train-data", str(train), "--eval-data", "none", "--gpus-per-node", "1", "--output-dir", str(tmp_path / "run"),
+        "job",
+        "submit",
+        "--address",
+        ray_cluster,
+        "--working-dir",
+        ".",
+        "--submission-id",
+        "medrlvr-server",
+        "--",
+        "bash",
+        "launch/train_ppo_medqa.sh",
+        "--reward-server",
+        "--reward-scheme",
+        "penalized",
+        "--model",
+        str(tiny_qwen2),
+        "--train-data",
+        str(train),
+        "--eval-data",
+        "none",
+        "--gpus-per-node",
+        "1",
+        "--output-dir",
+        str(tmp_path / "run"),
         *TINY_RUN,
     )
     logs = ray_cli("job", "logs", "--address", ray_cluster, "medrlvr-server").stdout

@@ -200,8 +200,12 @@ def test_real_options_after_their_letter_name_it_and_two_options_name_none():
             named += [(f"{letter}. {text}", letter), (f"({letter}) {text}", letter), (f"{letter}) {text}", letter)]
         for (first, text), (second, other) in zip(letters, letters[1:]):
             if not other[0].islower():  # "C. hCG D. pH" reads as C: the price of reading "C. E. coli" as C
-                hedges += [f"{first}. {text} {second}. {other}", f"({first}) {text} ({second}) {other}",
-                           f"{first}) {text}; {second}) {other}", f"{first}. {text}, {second}. {other}"]
+                hedges += [
+                    f"{first}. {text} {second}. {other}",
+                    f"({first}) {text} ({second}) {other}",
+                    f"{first}) {text}; {second}) {other}",
+                    f"{first}. {text}, {second}. {other}",
+                ]
     assert [block for block, letter in named if parse_answer_letter(block) != letter] == []
     assert [block for block in hedges if parse_answer_letter(block) is not None] == []
     assert len(named) > 50000 and len(hedges) > 50000
@@ -212,7 +216,16 @@ def test_labels_accepted(label):
     assert parse_label(label) == "C"
 
 
-@pytest.mark.parametrize("label, cause", [("", "--data.label_key"), ("Levothyroxine", "label_key"), (2, "label_key"), ("K", "label_key"), (None, "label_key")])
+@pytest.mark.parametrize(
+    "label, cause",
+    [
+        ("", "--data.label_key"),
+        ("Levothyroxine", "label_key"),
+        (2, "label_key"),
+        ("K", "label_key"),
+        (None, "label_key"),
+    ],
+)
 def test_labels_naming_no_letter_raise_with_the_cause(label, cause):
     with pytest.raises(ValueError, match="names no option letter") as raised:
         grade(f"<think>{REASONING}</think><answer>C</answer>", label=label)
@@ -316,7 +329,9 @@ def test_left_truncated_prompt_of_which_only_a_short_tail_survives(kept):
     for broken in ("", "\ufffd"):
         completion, found = extract_completion(broken + PROMPT[-kept:] + response, PROMPT)
         assert found and completion == response
-    assert grade_response(PROMPT[-kept:] + response, PROMPT, GOLD, STRICT).error == "text before <think> (strict format)"
+    assert (
+        grade_response(PROMPT[-kept:] + response, PROMPT, GOLD, STRICT).error == "text before <think> (strict format)"
+    )
 
 
 def test_chat_prompt_truncated_to_its_last_line():
@@ -401,9 +416,16 @@ def test_leak_penalty_and_minimum_thinking_length_lower_the_reward_but_never_bel
 
 def test_config_from_environment():
     assert config_from_env({}) == RewardConfig()
-    assert config_from_env({"PATH": "/bin", "MED_RLVR_REWARD_SCHEME": "penalized", "MED_RLVR_FORMAT": "strict",
-                            "MED_RLVR_LEAK_PENALTY": "0.5", "MED_RLVR_MIN_THINK_WORDS": "20",
-                            "MED_RLVR_SHORT_THINK_PENALTY": "0.3"}) == RewardConfig("penalized", "strict", 0.5, 20, 0.3)
+    assert config_from_env(
+        {
+            "PATH": "/bin",
+            "MED_RLVR_REWARD_SCHEME": "penalized",
+            "MED_RLVR_FORMAT": "strict",
+            "MED_RLVR_LEAK_PENALTY": "0.5",
+            "MED_RLVR_MIN_THINK_WORDS": "20",
+            "MED_RLVR_SHORT_THINK_PENALTY": "0.3",
+        }
+    ) == RewardConfig("penalized", "strict", 0.5, 20, 0.3)
     for environ, message in [
         ({"MED_RLVR_REWARD_SCHEME": "negative"}, "MED_RLVR_REWARD_SCHEME='negative'.*valid: neutral, penalized"),
         ({"MED_RLVR_FORMAT": "loose"}, "MED_RLVR_FORMAT='loose'.*valid: lenient, strict"),
@@ -435,12 +457,33 @@ def test_adversarial_responses_are_graded_not_raised():
 
 # Fragments that make random responses hit the interesting branches far more often than random text.
 FRAGMENTS = st.sampled_from(
-    ["<think>", "</think>", "<answer>", "</answer>", "C", "(B)", "A or C", "The answer is ", " ", "\n", REASONING,
-     "<|im_end|>", "<|endoftext|>", "Levothyroxine", "c", ".", "**"]
+    [
+        "<think>",
+        "</think>",
+        "<answer>",
+        "</answer>",
+        "C",
+        "(B)",
+        "A or C",
+        "The answer is ",
+        " ",
+        "\n",
+        REASONING,
+        "<|im_end|>",
+        "<|endoftext|>",
+        "Levothyroxine",
+        "c",
+        ".",
+        "**",
+    ]
 )
-RESPONSES = st.one_of(st.text(max_size=200), st.lists(st.one_of(FRAGMENTS, st.text(max_size=5)), max_size=12).map("".join))
+RESPONSES = st.one_of(
+    st.text(max_size=200), st.lists(st.one_of(FRAGMENTS, st.text(max_size=5)), max_size=12).map("".join)
+)
 SUFFIXES = st.lists(
-    st.sampled_from(["<|im_end|>", "<|endoftext|>", "</s>", "<eos>", "<pad>", " ", "\n", "\t", "\u00a0", "\u3000", " \n" * 40]),
+    st.sampled_from(
+        ["<|im_end|>", "<|endoftext|>", "</s>", "<eos>", "<pad>", " ", "\n", "\t", "\u00a0", "\u3000", " \n" * 40]
+    ),
     max_size=6,
 )
 
