@@ -106,9 +106,8 @@ def main() -> None:
         print(f"{'run':<40} {'seconds':>8} {'responses/s':>12} {'ratio':>6}")
         baseline = min(next(iter(times.values())))
         for name, seconds in times.items():
-            print(
-                f"{name:<40} {min(seconds):>8.3f} {args.responses / min(seconds):>12,.0f} {min(seconds) / baseline:>6.2f}"
-            )
+            best = min(seconds)
+            print(f"{name:<40} {best:>8.3f} {args.responses / best:>12,.0f} {best / baseline:>6.2f}")
 
 
 if __name__ == "__main__":

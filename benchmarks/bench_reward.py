@@ -140,7 +140,7 @@ def main() -> None:
 
 def report(name: str, times: list[float]) -> None:
     """One adversarial line: the time at the largest size and the ratio for each doubling before it."""
-    ratios = " ".join(f"{later / earlier:.2f}" for earlier, later in zip(times, times[1:]))
+    ratios = " ".join(f"{later / earlier:.2f}" for earlier, later in zip(times, times[1:], strict=False))
     over = "   OVER the 50 ms target" if times[-1] > 0.05 else ""
     print(f"{name:>24}: {times[-1] * 1e3:7.2f} ms   doubling ratios {ratios}{over}")
 

@@ -32,7 +32,7 @@ def samples(count: int) -> list[tuple[str, str, str]]:
 async def load(url: str, bodies: list[dict], expected: list, clients: int, fresh: bool) -> dict:
     """Send every body from `clients` concurrent clients; latencies, errors, wall time."""
     latencies, errors = [], 0
-    todo = iter(zip(bodies, expected))  # shared by the clients: each takes the next body
+    todo = iter(zip(bodies, expected, strict=True))  # shared by the clients: each takes the next body
     timeout = aiohttp.ClientTimeout(total=180)  # OpenRLHF's
 
     async def post(session: aiohttp.ClientSession, body: dict) -> list | float:
@@ -133,10 +133,11 @@ def main() -> None:
                 (server_cpu() - cpu_before) / count * 1e6,
                 (time.process_time() - client_before) / count * 1e6,
             )
-            latencies = result["latencies"]
+            latencies, rate = result["latencies"], count / result["wall"]
+            p99 = latencies[int(0.99 * (len(latencies) - 1))]
             print(
-                f"{name:>58} {len(bodies):>9} {count / result['wall']:>10,.0f} {count / result['wall'] / in_process:>14.2f} "
-                f"{statistics.median(latencies) * 1e3:>8.1f} {latencies[int(0.99 * (len(latencies) - 1))] * 1e3:>8.1f} "
+                f"{name:>58} {len(bodies):>9} {rate:>10,.0f} {rate / in_process:>14.2f} "
+                f"{statistics.median(latencies) * 1e3:>8.1f} {p99 * 1e3:>8.1f} "
                 f"{result['errors']:>7} {server_us:>21,.0f} {client_us:>21,.0f}"
             )
     finally:

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--verl",
         action="store_true",
-        help="write verl's RL parquet layout (NAME.parquet, chat prompts) for med_rlvr_plugin/verl_reward.py (docs/reuse.md)",
+        help="write verl's RL parquet layout (NAME.parquet, chat prompts) for med_rlvr_plugin/verl_reward.py "
+        "(docs/reuse.md)",
     )
     parser.add_argument("--shuffle", action="store_true", help="shuffle the rows (seeded, so reproducible)")
     parser.add_argument("--seed", type=int, help="seed of --shuffle and of the --dev-output sample (default 0)")

@@ -257,11 +257,11 @@ def plot_lines(series: Sequence, groups: Sequence[Sequence[str]], axis: str, pat
     """One panel per group of keys, one line per key present."""
     plt = _pyplot()
     figure, panels = plt.subplots(len(groups), 1, figsize=FIGURE_SIZE, sharex=True, squeeze=False)
-    for panel, keys in zip(panels[:, 0], groups):
+    for panel, keys in zip(panels[:, 0], groups, strict=True):
         for key in keys:
             points = [(x, values[key]) for x, values in series if key in values]
             if points:
-                panel.plot(*zip(*points), marker=".", label=key.replace("_", " "))
+                panel.plot(*zip(*points, strict=True), marker=".", label=key.replace("_", " "))
         if panel.lines:
             panel.legend(fontsize="small")
     panels[-1, 0].set_xlabel(axis)
@@ -274,13 +274,13 @@ def plot_eval(evals: Sequence[Mapping], path: Path) -> None:
     plt = _pyplot()
     tasks = sorted({entry["task"] for entry in evals})
     figure, panels = plt.subplots(1, len(tasks), figsize=FIGURE_SIZE, squeeze=False, sharey=True)
-    for panel, task in zip(panels[0], tasks):
+    for panel, task in zip(panels[0], tasks, strict=True):
         entries = [entry for entry in evals if entry["task"] == task]
         names, bottom = [entry["checkpoint"] for entry in entries], [0.0] * len(entries)
-        for kind, color in zip(CLASSES, CLASS_COLORS):
+        for kind, color in zip(CLASSES, CLASS_COLORS, strict=True):
             heights = [entry[f"behaviour_{kind}"] for entry in entries]
             panel.bar(names, heights, bottom=bottom, color=color, label=kind.replace("_", " "))
-            bottom = [low + height for low, height in zip(bottom, heights)]
+            bottom = [low + height for low, height in zip(bottom, heights, strict=True)]
         panel.plot(names, [entry["accuracy"] for entry in entries], "ko", label="accuracy")
         panel.set_title(task, fontsize="small")
         panel.tick_params(axis="x", rotation=45, labelsize="small")

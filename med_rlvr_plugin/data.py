@@ -252,7 +252,9 @@ def _gold_letter(row: Mapping, source: Source, options: list[str]) -> str:
         letter = LETTERS[value - base]
     if source.answer_text:
         answer = " ".join(_text(_field(row, source.answer_text), source.answer_text, "answer").split())
-        matches = [candidate for candidate, option in zip(letters, options) if " ".join(option.split()) == answer]
+        matches = [
+            candidate for candidate, option in zip(letters, options, strict=True) if " ".join(option.split()) == answer
+        ]
         if letter and letter not in matches:
             option = options[letters.index(letter)]
             raise InvalidRow(source.answer_text, f"answer {answer!r} differs from option {letter}, {option!r}")
@@ -859,8 +861,10 @@ def prepare(
     ]
     read += [(Path(path), "an --exclude file") for path in exclude]
     names = ["--output", "--output's summary", "--dev-output", "--dev-output's summary"]
-    for index, (path, name) in enumerate(zip(targets, names)):
-        for other, role in read + [(other, f"the {earlier}") for other, earlier in zip(targets[:index], names)]:
+    for index, (path, name) in enumerate(zip(targets, names, strict=False)):
+        for other, role in read + [
+            (other, f"the {earlier}") for other, earlier in zip(targets[:index], names, strict=False)
+        ]:
             if _same_file(path, other):
                 raise DataError(f"{name} is {role} ({path}): writing it would replace a file this run reads or writes")
     existing = [str(path) for path in targets if path.exists()]
@@ -934,7 +938,7 @@ def prepare(
         first_seen.setdefault(key, location)
         texts = [text.strip() for text in key.split("\0")[1:]]
         if len(set(texts)) < len(texts):
-            twins = [letter for letter, text in zip(LETTERS, texts) if texts.count(text) > 1]
+            twins = [letter for letter, text in zip(LETTERS, texts, strict=False) if texts.count(text) > 1]
             identical.append({"location": location, "options": twins})
     del first_seen
     if expected_answers:

@@ -34,7 +34,7 @@ STAGES = (
     "Reintegrated Reasoning",
 )
 # The stage a class names when it leads; verbose and concise name Reintegrated Reasoning after a hack.
-_STAGE_OF = dict(zip(CLASSES, (STAGES[0], STAGES[4], STAGES[3], STAGES[1], STAGES[2])))
+_STAGE_OF = dict(zip(CLASSES, (STAGES[0], STAGES[4], STAGES[3], STAGES[1], STAGES[2]), strict=True))
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ def stage_timeline(
     labels = []
     for index in range(len(rows)):
         near = rows[max(0, index - (window - 1) // 2) : index + window // 2 + 1]
-        smoothed = [sum(column) / len(near) for column in zip(*near)]
+        smoothed = [sum(column) / len(near) for column in zip(*near, strict=True)]
         labels.append(CLASSES[smoothed.index(max(smoothed))])
     runs = _runs(labels)
     previous = next((label for label, start, end in runs if end - start >= min_steps), None)

@@ -605,7 +605,8 @@ def _labels(models: Sequence[str]) -> list[str]:
     """A folder name per model: its own name, with its parent's in front when two share a name."""
     names = [Path(model).name for model in models]
     labels = [
-        f"{Path(model).parent.name}-{name}" if names.count(name) > 1 else name for model, name in zip(models, names)
+        f"{Path(model).parent.name}-{name}" if names.count(name) > 1 else name
+        for model, name in zip(models, names, strict=True)
     ]
     if len(set(labels)) < len(labels):
         raise EvalError(f"two models would share an output folder ({', '.join(labels)}); evaluate them separately")
@@ -702,8 +703,8 @@ def write_steps(output_dir: Path, rows: Sequence[tuple[str, int | None, Mapping]
         if points:
             values = [100 * entry["value"] for _, entry in points]
             errors = [
-                [value - 100 * entry["low"] for value, (_, entry) in zip(values, points)],
-                [100 * entry["high"] - value for value, (_, entry) in zip(values, points)],
+                [value - 100 * entry["low"] for value, (_, entry) in zip(values, points, strict=True)],
+                [100 * entry["high"] - value for value, (_, entry) in zip(values, points, strict=True)],
             ]
             axes.errorbar(
                 [step for step, _ in points], values, yerr=errors, marker="o", capsize=3, color=f"C{index}", label=task
@@ -775,7 +776,7 @@ def run(
     settings = {"n_samples": n_samples, "temperature": temperature, "max_gen_toks": max_gen_toks}
     labels = _labels(models)
     summaries = {}
-    for model, label in zip(models, labels):
+    for model, label in zip(models, labels, strict=True):
         print(f"med-rlvr evaluate: {model} -> {output_dir / label}", file=sys.stderr)
         evaluate_model(
             model,
@@ -801,7 +802,11 @@ def run(
             }
         )
     if steps:
-        rows = [(label, steps[model], summaries[model]) for model, label in zip(models, labels) if model in steps]
+        rows = [
+            (label, steps[model], summaries[model])
+            for model, label in zip(models, labels, strict=True)
+            if model in steps
+        ]
         write_steps(output_dir, rows)
         print((output_dir / "steps.md").read_text(encoding="utf-8"))
     return output_dir

@@ -482,7 +482,7 @@ def check_prompt_data(files: str, args: SimpleNamespace, split: str, probs: str 
         raise LaunchError(
             f"{files}: a row has no column {error}; check --data.input_key and --data.label_key"
         ) from None
-    for index, (prompt, label) in enumerate(zip(dataset.prompts, dataset.labels)):
+    for index, (prompt, label) in enumerate(zip(dataset.prompts, dataset.labels, strict=True)):
         try:
             letter = parse_label(label)
         except ValueError as error:
@@ -791,7 +791,7 @@ def run_ppo(options: argparse.Namespace, checked: SimpleNamespace, command: list
         reports = ray.get([probe.report.remote(str(token)) for probe in probes])
         for probe in probes:
             ray.kill(probe)
-        for node, report in zip(nodes, reports):
+        for node, report in zip(nodes, reports, strict=True):
             address = node["NodeManagerAddress"]
             if {"env": report["env"], "rewards": report["rewards"]} != {
                 "env": expected_env,

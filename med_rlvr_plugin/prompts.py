@@ -42,7 +42,7 @@ def render_question(question: str, options: Sequence[str]) -> str:
         raise ValueError(f"{len(options)} options, but the templates name at most {len(LETTERS)} (A-J)")
     letters = LETTERS[: len(options)]
     lines = [question.strip()]
-    lines += [f"{letter}. {' '.join(text.split())}" for letter, text in zip(letters, options)]
+    lines += [f"{letter}. {' '.join(text.split())}" for letter, text in zip(letters, options, strict=True)]
     lines.append(f"Answer with one of the letters {', '.join(letters)}.")
     return "\n".join(lines)
 

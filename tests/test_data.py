@@ -468,7 +468,7 @@ def medmcqa_rows(cops, explanations=None) -> list[dict]:
             "subject_name": "Anatomy",
             "topic_name": None,
         }
-        for index, (cop, exp) in enumerate(zip(cops, explanations))
+        for index, (cop, exp) in enumerate(zip(cops, explanations, strict=True))
     ]
 
 

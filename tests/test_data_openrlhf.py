@@ -1,4 +1,5 @@
-"""Prepared files on the real MedQA and MMLU-Pro data, read back by OpenRLHF's own loaders and graded by the verifier."""
+"""Prepared files on the real MedQA and MMLU-Pro data, read back by OpenRLHF's own loaders and graded by the
+verifier."""
 
 import json
 from pathlib import Path
@@ -22,7 +23,8 @@ MMLU_PRO_HEALTH = SHARED_DATA / "mmlu_pro" / "test_health.jsonl"
 
 # Qwen2.5's chat template, reduced to what a prompt without tools uses.
 QWEN_CHAT_TEMPLATE = (
-    "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
     "{%- else %}{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
     "<|im_end|>\\n' }}{%- endif %}"
     "{%- for message in messages %}{%- if not (message['role'] == 'system' and loop.first) %}"
@@ -70,7 +72,7 @@ def qwen_style_tokenizer() -> PreTrainedTokenizerFast:
 def options_block(options: list[str]) -> str:
     """What follows the question in both templates, written out from the contract: option lines, valid letters."""
     letters = LETTERS[: len(options)]
-    lines = [f"{letter}. {' '.join(text.split())}" for letter, text in zip(letters, options)]
+    lines = [f"{letter}. {' '.join(text.split())}" for letter, text in zip(letters, options, strict=True)]
     return "\n" + "\n".join(lines) + f"\nAnswer with one of the letters {', '.join(letters)}."
 
 
@@ -81,7 +83,7 @@ def test_real_medqa_every_question_survives(tmp_path, path, count):
     written = read_jsonl(tmp_path / "out.jsonl")
     assert len(source) == summary["rows_read"] == summary["rows_written"] == len(written) == count
     assert summary["rows_skipped"] == summary["duplicates"] == 0
-    for row, out in zip(source, written):
+    for row, out in zip(source, written, strict=True):
         assert out["label"] == row["answer_idx"]
         # Each option is one `X. text` line, its text with whitespace collapsed as the template promises.
         assert list(row["options"]) == ["A", "B", "C", "D"]
@@ -98,7 +100,7 @@ def test_real_mmlu_pro_health_letters_and_labels(tmp_path):
     assert summary["rows_read"] == summary["rows_written"] == len(written) == 818
     assert sum(summary["option_count_distribution"].values()) == 818
     short = 0
-    for row, out in zip(source, written):
+    for row, out in zip(source, written, strict=True):
         letters = LETTERS[: len(row["options"])]
         assert out["label"] == row["answer"] == letters[row["answer_index"]]
         assert out["prompt"].endswith(row["question"].strip() + options_block(row["options"]) + "\nAssistant:")
@@ -131,7 +133,7 @@ def test_openrlhf_reads_base_prompts_unchanged(eval_files):
     dataset = PromptDataset(data, None, strategy(chat=False))
     written = read_jsonl(files[0]) + read_jsonl(files[1])
     assert len(dataset) == len(written) == 1273 + 818
-    for index, (row, gold) in enumerate(zip(written, gold_letters())):
+    for index, (row, gold) in enumerate(zip(written, gold_letters(), strict=True)):
         datasource, prompt, label, image = dataset[index]
         assert (prompt, label, image) == (row["prompt"], gold, None)
         assert prompt.startswith("A conversation between User and Assistant.") and prompt.endswith("\nAssistant:")
@@ -144,7 +146,7 @@ def test_openrlhf_applies_the_chat_template(eval_files):
     dataset = PromptDataset(data, qwen_style_tokenizer(), strategy(chat=True))
     written = read_jsonl(eval_files / "medqa_test_chat.jsonl") + read_jsonl(eval_files / "mmlu_pro_health_chat.jsonl")
     assert len(dataset) == len(written) == 1273 + 818
-    for index, (row, gold) in enumerate(zip(written, gold_letters())):
+    for index, (row, gold) in enumerate(zip(written, gold_letters(), strict=True)):
         _, prompt, label, _ = dataset[index]
         [message] = row["prompt"]
         assert prompt == f"{QWEN_SYSTEM}<|im_start|>user\n{message['content']}<|im_end|>\n<|im_start|>assistant\n"

@@ -110,7 +110,9 @@ def write_log(folder: Path, task: str, lines: list[dict], stamp: str = STAMP) ->
 def fixed_model(folder: Path) -> Path:
     rows = [doc(i, q, options, label, meta_info=step) for i, (q, options, label, step) in enumerate(QUESTIONS)]
     write_log(
-        folder, "medrlvr_medqa", [log_line(i, row, [text]) for i, (row, text) in enumerate(zip(rows, RESPONSES))]
+        folder,
+        "medrlvr_medqa",
+        [log_line(i, row, [text]) for i, (row, text) in enumerate(zip(rows, RESPONSES, strict=True))],
     )
     return folder
 
@@ -548,7 +550,8 @@ class TokensPrompt(dict):
 class LLM:
     def __init__(self, **kwargs):
         _log("engine", **kwargs)
-        self.llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=kwargs.get("max_model_len") or 4096))
+        config = SimpleNamespace(max_model_len=kwargs.get("max_model_len") or 4096)
+        self.llm_engine = SimpleNamespace(model_config=config)
     def generate(self, prompts, sampling_params=None, **kwargs):
         _log("generate", prompts=len(prompts))
         return [SimpleNamespace(outputs=[SimpleNamespace(text=os.environ["FAKE_VLLM_RESPONSE"])]) for _ in prompts]

@@ -464,7 +464,7 @@ def test_ablation_dry_run_gives_each_variant_its_own_run(data_dir: Path) -> None
     assert result.returncode == 0, result.stderr + result.stdout
     submits = [line for line in result.stdout.splitlines() if line.startswith("ablate_reward_schemes.sh: ")]
     assert len(submits) == 4
-    for variant, submit in zip(["neutral", "penalized", "strict", "leak"], submits):
+    for variant, submit in zip(["neutral", "penalized", "strict", "leak"], submits, strict=True):
         assert f"--submission-id abl-{variant} " in submit
         assert f"--output-dir {data_dir / 'runs' / f'abl-{variant}'} " in submit
     commands = result.stdout.split("OpenRLHF accepts the command:\n")[1:]
@@ -479,6 +479,6 @@ def test_ablation_dry_run_gives_each_variant_its_own_run(data_dir: Path) -> None
 def test_builtin_sample_is_rendered_by_the_data_module() -> None:
     from med_rlvr_plugin.prompts import render_prompt
 
-    for question, row in zip(launcher.SAMPLE_QUESTIONS, launcher.sample_rows()):
+    for question, row in zip(launcher.SAMPLE_QUESTIONS, launcher.sample_rows(), strict=True):
         assert row["prompt"] == render_prompt(question["question"], list(question["options"].values()))
         assert row["label"] == question["answer_idx"] and row["label"] in parse_options(row["prompt"])

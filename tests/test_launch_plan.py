@@ -102,7 +102,8 @@ def openrlhf_splits(cpu_standins: Path) -> dict:
     assert result.returncode == 0, result.stderr[-3000:]
     splits = json.loads(result.stdout.strip().splitlines()[-1])
     return {
-        (sum(micro_batches), len(micro_batches), gpus): split for (micro_batches, gpus), split in zip(cases, splits)
+        (sum(micro_batches), len(micro_batches), gpus): split
+        for (micro_batches, gpus), split in zip(cases, splits, strict=True)
     }
 
 
@@ -159,14 +160,16 @@ results = []
 for flags, rewards, values, kl, kl_coef in json.loads(sys.argv[1]):
     args = parse_openrlhf_args(PPO_MODULE, ["--actor.model_name_or_path", "m", "--reward.remote_url", "r.py", *flags])
     maker = object.__new__(RemoteExperienceMaker)
-    maker.strategy, maker.args, maker.advantage_estimator = type("S", (), {"args": args})(), args, args.algo.advantage.estimator
+    maker.strategy, maker.args = type("S", (), {"args": args})(), args
+    maker.advantage_estimator = args.algo.advantage.estimator
     maker.kl_ctl = FixedKLController(kl_coef)
     experiences = [
-        Experience(rewards=torch.tensor([reward]), index=[i], kl=torch.tensor([kl[i]]), values=torch.tensor([values[i]]),
-                   action_mask=torch.ones(1, len(kl[i]), dtype=torch.bool), info={})
+        Experience(rewards=torch.tensor([reward]), index=[i], kl=torch.tensor([kl[i]]),
+                   values=torch.tensor([values[i]]), action_mask=torch.ones(1, len(kl[i]), dtype=torch.bool), info={})
         for i, reward in enumerate(rewards)
     ]
-    results.append([value for exp in maker.compute_advantages_and_returns(experiences) for value in exp.advantages[0].tolist()])
+    advantages = maker.compute_advantages_and_returns(experiences)
+    results.append([value for exp in advantages for value in exp.advantages[0].tolist()])
 print(json.dumps(results))
 """
 
@@ -229,7 +232,7 @@ def advantages(cpu_standins: Path) -> dict:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return dict(zip(ADVANTAGE_CASES, json.loads(result.stdout.strip().splitlines()[-1])))
+    return dict(zip(ADVANTAGE_CASES, json.loads(result.stdout.strip().splitlines()[-1]), strict=True))
 
 
 @pytest.mark.parametrize("algo", GROUP_FLAGS)

@@ -46,7 +46,7 @@ def test_prepare_verl_writes_verls_rl_layout(tmp_path):
     path = prepared(tmp_path, "medqa.parquet")
     rows = pyarrow.parquet.read_table(path).to_pylist()
     assert [row["data_source"] for row in rows] == ["medqa"] * len(MEDQA_ROWS)
-    for index, (row, source) in enumerate(zip(rows, MEDQA_ROWS)):
+    for index, (row, source) in enumerate(zip(rows, MEDQA_ROWS, strict=True)):
         messages = render_chat_prompt(source["question"], list(source["options"].values()))
         assert row["prompt"] == messages
         assert row["reward_model"] == {"style": "rule", "ground_truth": source["answer_idx"]}
@@ -176,7 +176,8 @@ def verl_child(parquet: str, tokenizer_dir: str, cache_dir: str) -> None:
 def test_verl_loads_and_runs_compute_score_through_its_reward_manager(tmp_path):
     parquet = prepared(tmp_path, "medqa.parquet")
     qwen25_tokenizer().save_pretrained(tmp_path / "tokenizer")
-    code = f"from tests.test_reuse import verl_child; verl_child({str(parquet)!r}, {str(tmp_path / 'tokenizer')!r}, {str(tmp_path / 'cache')!r})"
+    arguments = ", ".join(repr(str(path)) for path in (parquet, tmp_path / "tokenizer", tmp_path / "cache"))
+    code = f"from tests.test_reuse import verl_child; verl_child({arguments})"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     by_path, by_package = json.loads(result.stdout.strip().splitlines()[-1])

@@ -126,7 +126,7 @@ def test_a_batch_gets_lists_equal_to_one_request_per_sample(server):
     batch = {
         "query": [p + r for p, _, r in cases],
         "prompts": [p for p, _, _ in cases],
-        "labels": [l for _, l, _ in cases],
+        "labels": [label for _, label, _ in cases],
     }
     status, answer = post(url, json.dumps(batch).encode())
     assert status == 200
@@ -281,7 +281,8 @@ def test_the_server_exits_with_the_process_that_started_it():
             sys.executable,
             "-c",
             "from med_rlvr_plugin import serve\nimport time\n"
-            "process, url = serve.start(args=['--workers', '2'])\nprint(process.pid, url, flush=True)\ntime.sleep(600)",
+            "process, url = serve.start(args=['--workers', '2'])\n"
+            "print(process.pid, url, flush=True)\ntime.sleep(600)",
         ],
         stdout=subprocess.PIPE,
         text=True,

@@ -195,10 +195,14 @@ def test_real_options_after_their_letter_name_it_and_two_options_name_none():
     named, hedges = [], []
     for options in real_option_lists():
         # An option whose whole text is a letter ("C. D") reads as a hedge, by rule.
-        letters = [(letter, " ".join(text.split())) for letter, text in zip("ABCDEFGHIJ", options) if len(text) > 1]
+        letters = [
+            (letter, " ".join(text.split()))
+            for letter, text in zip("ABCDEFGHIJ", options, strict=False)
+            if len(text) > 1
+        ]
         for letter, text in letters:
             named += [(f"{letter}. {text}", letter), (f"({letter}) {text}", letter), (f"{letter}) {text}", letter)]
-        for (first, text), (second, other) in zip(letters, letters[1:]):
+        for (first, text), (second, other) in zip(letters, letters[1:], strict=False):
             if not other[0].islower():  # "C. hCG D. pH" reads as C: the price of reading "C. E. coli" as C
                 hedges += [
                     f"{first}. {text} {second}. {other}",
