@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from med_rlvr_plugin.data import SOURCES, DataError, prepare, summary_path
+from med_rlvr_plugin.defaults import DEV_SIZE
 
 SHOWN = 10  # rows listed per kind of finding; the summary file lists them all
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE",
         help="also write a dev file: --dev-size questions sampled (seeded) after --exclude, kept out of --output",
     )
-    parser.add_argument("--dev-size", type=int, help="questions in --dev-output (default 500)")
+    parser.add_argument("--dev-size", type=int, help=f"questions in --dev-output (default {DEV_SIZE})")
     parser.add_argument(
         "--skip-invalid", action="store_true", help="drop invalid rows (each is reported) instead of stopping"
     )
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             ids=args.ids,
             dev_output=args.dev_output,
-            dev_size=500 if args.dev_size is None else args.dev_size,
+            dev_size=DEV_SIZE if args.dev_size is None else args.dev_size,
             dev_seed=args.seed or 0,
             verl=args.verl,
         )

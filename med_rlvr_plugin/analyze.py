@@ -24,7 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from med_rlvr_plugin.dynamics import CLASSES, STAGES, Stage, behaviour, response_logs, stage_timeline
+from med_rlvr_plugin.dynamics import CLASSES, STAGES, Stage, stage_timeline
+from med_rlvr_plugin.reward import score_grade
 from med_rlvr_plugin.verifier import Grade, grade_response
 
 # Per-step quantities: the reward file's extra_logs keys, which OpenRLHF logs as train/<key>.
@@ -46,7 +47,7 @@ class AnalyzeError(Exception):
 
 def sample_logs(grade: Grade, prompt: str) -> dict[str, float]:
     """The extra_logs values of one response, as the reward file logs them."""
-    return response_logs(grade, behaviour(grade, prompt))
+    return score_grade(grade, prompt).metrics
 
 
 def read_rollouts(folder: Path) -> tuple[list[dict], list[str]]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
-import errno
 import gzip
 import hashlib
 import io
@@ -24,7 +23,6 @@ import json.scanner
 import os
 import random
 import re
-import shutil
 import unicodedata
 import zlib
 from collections import Counter
@@ -32,6 +30,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from med_rlvr_plugin.cli import ToolError
+from med_rlvr_plugin.defaults import DEV_SIZE
+from med_rlvr_plugin.files import check_writable, remove_stale_temporaries, write_together
 from med_rlvr_plugin.prompts import LETTERS, render_chat_prompt, render_prompt
 
 
@@ -132,7 +133,7 @@ SOURCES = {
 MIN_CONVENTION_EVIDENCE = 3
 
 
-class DataError(Exception):
+class DataError(ToolError):
     """Input the formatter cannot use; the message says where and what to do."""
 
 
@@ -713,89 +714,6 @@ def summary_path(output: str | os.PathLike) -> Path:
     return Path(output).with_suffix(".summary.json")
 
 
-def _temporary(path: Path, backup: bool = False) -> Path:
-    # Hidden, beside the target (same file system, so os.replace is atomic), named by process so that a
-    # later run can tell a killed run's leftovers from a running one's.
-    return path.with_name(f".{path.name}.{os.getpid()}{'.bak' if backup else ''}.tmp")
-
-
-def _remove_stale_temporaries(path: Path) -> list[str]:
-    """Temporaries a killed run left beside `path`: its name, and a process id that no longer runs."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)(?:\.bak)?\.tmp")
-    removed = []
-    for candidate in sorted(path.parent.iterdir()):
-        match = pattern.fullmatch(candidate.name)
-        if not match:
-            continue
-        pid = int(match[1])
-        if pid != os.getpid():
-            try:
-                os.kill(pid, 0)  # signal 0 only asks whether the process exists
-                continue  # it runs, and may be writing this file now
-            except PermissionError:
-                continue  # it runs, as another user
-            except ProcessLookupError:
-                pass
-        candidate.unlink(missing_ok=True)
-        removed.append(str(candidate))
-    return removed
-
-
-def write_together(files: Mapping[Path, Iterable[str] | bytes]) -> None:
-    """Write every file or none: each to a temporary file beside it, then, once all are complete, each
-    into place with os.replace; a replacement that fails puts back the files already replaced (from hard
-    links to the old ones). A plain open, not tempfile, so files get the umask's permissions, not 0600.
-    A file's content is text chunks, or bytes (a parquet file).
-    """
-    temporaries = {path: _temporary(path) for path in files}
-    backups: dict[Path, Path] = {}
-    replaced: list[Path] = []
-    try:
-        for path, chunks in files.items():
-            if isinstance(chunks, bytes):
-                temporaries[path].write_bytes(chunks)
-                continue
-            with open(temporaries[path], "w", encoding="utf-8") as handle:
-                handle.writelines(chunks)
-        for path in files:
-            if path.exists() or path.is_symlink():
-                backups[path] = _temporary(path, backup=True)
-                try:
-                    os.link(path, backups[path], follow_symlinks=False)
-                except OSError:  # a file system without hard links
-                    shutil.copyfile(path, backups[path], follow_symlinks=False)
-            os.replace(temporaries[path], path)
-            replaced.append(path)
-    except BaseException:
-        for path in replaced:
-            if path in backups:
-                os.replace(backups.pop(path), path)
-            else:
-                path.unlink(missing_ok=True)
-        for leftover in [*temporaries.values(), *backups.values()]:
-            leftover.unlink(missing_ok=True)
-        raise
-    for backup in backups.values():
-        backup.unlink()
-
-
-def _check_writable(path: Path) -> None:
-    """Find an unwritable output before the formatting, not after it: create the folder and a probe file
-    there, which is what the write will do (os.access misleads for root and read-only file systems)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, "a folder stands there")
-        probe = _temporary(path)
-        probe.open("w").close()
-        probe.unlink()
-    except OSError as error:
-        reason = error.strerror or error
-        raise DataError(
-            f"cannot write {path}: {reason}; choose another path or fix the folder's permissions"
-        ) from None
-
-
 def _same_file(a: Path, b: Path) -> bool:
     """The same file, through symlinks and hard links; a path that does not exist yet by its resolved name."""
     return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
@@ -817,7 +735,7 @@ def prepare(
     overwrite: bool = False,
     ids: str | os.PathLike | None = None,
     dev_output: str | os.PathLike | None = None,
-    dev_size: int = 500,
+    dev_size: int = DEV_SIZE,
     dev_seed: int = 0,
     verl: bool = False,
 ) -> dict:
@@ -872,8 +790,8 @@ def prepare(
         raise DataError(f"{_examples(existing)}: already there; pass --overwrite to replace, or choose another name")
     stale = []
     for path in targets:
-        _check_writable(path)
-        stale += _remove_stale_temporaries(path)
+        check_writable(path)
+        stale += remove_stale_temporaries(path)
 
     rows = read_rows(source, input_path, split)
     hub_name = f"{source.hub_path}" + (f" {source.hub_config}" if source.hub_config else "")

@@ -8,19 +8,15 @@ with examples):
 
 1. `behaviour` puts one graded response into one of CLASSES, from its verdict and the prompt's options.
 2. `stage_timeline` reads the sequence of per-step class shares and returns the stages with their steps.
-
-Also here: the reward file's rollout-sampling settings (`rollout_sampling`), read from MED_RLVR_ROLLOUT_*
-variables, which `verifier.config_from_env` accepts as known names.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from med_rlvr_plugin.verifier import ROLLOUT_ENV_VARS, THINK_CLOSE, THINK_OPEN, Grade, parse_options
+from med_rlvr_plugin.verifier import THINK_CLOSE, THINK_OPEN, Grade, parse_options
 
 # In order of precedence: a response belongs to the first class whose rule it meets.
 CLASSES = ("malformed", "reasoning_before_think", "answer_in_thinking", "verbose", "concise")
@@ -92,22 +88,6 @@ def _states_option(grade: Grade, prompt: str) -> bool:
     return re.search(rf"(?i:\b(?:option|answer|choice))(?: is)?:? ?[(\[]?{grade.letter}\b", think) is not None
 
 
-def response_logs(grade: Grade, kind: str) -> dict[str, float]:
-    """The numbers the reward file logs for one response of class `kind`: OpenRLHF averages each per step
-    into `train/<key>`, so `behaviour_<class>` (1.0 for the response's class, else 0.0) becomes its share."""
-    logs = {
-        "accuracy": grade.correct,
-        "well_formed": grade.well_formed,
-        "preamble": grade.preamble,
-        "answer_leak": grade.answer_leak,
-        "think_words": grade.think_words,
-        "response_chars": len(grade.completion),
-        "prompt_not_found": not grade.prompt_found,
-        **{f"behaviour_{name}": name == kind for name in CLASSES},
-    }
-    return {key: float(value) for key, value in logs.items()}
-
-
 @dataclass(frozen=True)
 class Stage:
     """One stage of a run: its name, its first and last step, and its class shares averaged over its steps."""
@@ -175,46 +155,3 @@ def _runs(labels: Sequence[str]) -> list[tuple[str, int, int]]:
         else:
             runs.append((label, index, index + 1))
     return runs
-
-
-@dataclass(frozen=True)
-class RolloutSampling:
-    """Where and how much of the graded rollouts the reward file records (docs/dynamics.md, "Rollout samples").
-
-    fraction: the share of calls recorded, each drawn at random; 0 turns sampling off.
-    folder: absolute; each process appends to its own `rollouts-HOST-PID.jsonl` there.
-    max_bytes: a process stops recording (and says so once) when its file would grow past this.
-    """
-
-    fraction: float = 0.0
-    folder: str | None = None
-    max_bytes: int = 256 * 2**20
-
-
-def rollout_sampling(environ: Mapping[str, str]) -> RolloutSampling:
-    """The rollout-sampling settings an environment describes; ValueError naming the variable that is wrong.
-
-    MED_RLVR_ROLLOUT_SAMPLES   share of calls to record, 0 to 1 (default 0: off)
-    MED_RLVR_ROLLOUT_DIR       absolute folder for the files (required when the share is above 0)
-    MED_RLVR_ROLLOUT_MAX_MB    per-process file cap in MiB (default 256)
-    """
-    fraction_name, folder_name, cap_name = ROLLOUT_ENV_VARS
-    try:
-        fraction = float(environ.get(fraction_name, "0"))
-        if not 0 <= fraction <= 1:
-            raise ValueError("must be between 0 and 1")
-    except ValueError as error:
-        raise ValueError(f"{fraction_name}={environ[fraction_name]!r}: {error}") from None
-    try:
-        max_mb = float(environ.get(cap_name, "256"))
-        if not max_mb > 0:
-            raise ValueError("must be above 0")
-    except ValueError as error:
-        raise ValueError(f"{cap_name}={environ[cap_name]!r}: {error}") from None
-    folder = environ.get(folder_name)
-    if fraction > 0 and not (folder and os.path.isabs(folder)):
-        raise ValueError(
-            f"{fraction_name}={environ[fraction_name]!r} needs {folder_name}, an absolute folder (a relative one "
-            f"would land in each Ray actor's temporary working_dir copy); got {folder!r}"
-        )
-    return RolloutSampling(fraction, folder if fraction > 0 else None, int(max_mb * 2**20))

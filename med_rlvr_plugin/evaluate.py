@@ -34,7 +34,8 @@ from dataclasses import asdict, replace
 from functools import lru_cache
 from pathlib import Path
 
-from med_rlvr_plugin.data import write_together
+from med_rlvr_plugin.defaults import MAX_NEW_TOKENS
+from med_rlvr_plugin.files import write_together
 from med_rlvr_plugin.verifier import (
     ANSWER_CLOSE,
     ANSWER_OPEN,
@@ -732,7 +733,7 @@ def run(
     model_args: str = "",
     n_samples: int = 1,
     temperature: float | None = None,
-    max_gen_toks: int = 1024,
+    max_gen_toks: int = MAX_NEW_TOKENS,
     limit: int | None = None,
     batch_size: str | None = None,
     device: str | None = None,
@@ -848,7 +849,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run_parser.add_argument("--n-samples", type=int, default=1, help="responses per question (pass@1 is their mean)")
     run_parser.add_argument("--temperature", type=float, help="default 0 (greedy) for 1 sample, 1.0 (training's) else")
-    run_parser.add_argument("--max-gen-toks", type=int, default=1024, help="default 1024 (training's max_new_tokens)")
+    run_parser.add_argument(
+        "--max-gen-toks",
+        type=int,
+        default=MAX_NEW_TOKENS,
+        help=f"default {MAX_NEW_TOKENS} (training's max_new_tokens)",
+    )
     run_parser.add_argument("--limit", type=int, help="only the first N questions of each file")
     run_parser.add_argument("--batch-size", help="lm-eval's batch size (a number or auto)")
     run_parser.add_argument("--device", help="hf backend device, e.g. cuda:0 or cpu")

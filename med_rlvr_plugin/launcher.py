@@ -40,7 +40,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from med_rlvr_plugin.data import SOURCES, format_row
-from med_rlvr_plugin.dynamics import rollout_sampling
+from med_rlvr_plugin.defaults import CHECKPOINTS, DEV_SIZE, EVAL_SHARE, MEDQA_TRAIN_ROWS
+from med_rlvr_plugin.openrlhf_reward import rollout_sampling
 from med_rlvr_plugin.verifier import ROLLOUT_ENV_VARS, config_from_env, grade_response, parse_label, parse_options
 
 PPO_MODULE = "openrlhf.cli.train_ppo_ray"
@@ -78,7 +79,7 @@ KNOWN_CONFIGS = {
 }
 # What docs/data.md's commands produce: MedQA-USMLE train (10,178 rows) less the 500-row dev slice carved
 # out of it. A dry run on the built-in sample plans the run for these sizes.
-README_TRAIN_ROWS, README_DEV_ROWS = 9678, 500
+README_TRAIN_ROWS, README_DEV_ROWS = MEDQA_TRAIN_ROWS - DEV_SIZE, DEV_SIZE
 
 # The built-in sample: original USMLE-style questions written for this project (from no dataset), in
 # MedQA's published row format so that the data module renders them exactly as it renders MedQA.
@@ -1041,14 +1042,17 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--wandb-project", help="log to this wandb project; the key comes from WANDB_API_KEY")
         command.add_argument("--tensorboard", action="store_true", help="log to OUTPUT_DIR/tensorboard")
         command.add_argument(
-            "--checkpoints", type=int, default=10, help="checkpoints over the run (sets --ckpt.save_steps)"
+            "--checkpoints", type=int, default=CHECKPOINTS, help="checkpoints over the run (sets --ckpt.save_steps)"
         )
         command.add_argument(
             "--builtin-sample", action="store_true", help="the data is the built-in sample: plan for MedQA's sizes"
         )
         if kind == "ppo":
             command.add_argument(
-                "--eval-share", type=float, default=0.1, help="periodic eval's generation, as a share of training's"
+                "--eval-share",
+                type=float,
+                default=EVAL_SHARE,
+                help="periodic eval's generation, as a share of training's",
             )
             command.add_argument(
                 "--reward-server",

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
+from med_rlvr_plugin import openrlhf_reward
 from med_rlvr_plugin.verifier import ENV_VARS, FORMATS, SCHEMES, config_from_env, parse_label
 
 KEYS = ("query", "prompts", "labels")
@@ -49,16 +50,14 @@ def _max_body_bytes() -> int:
     return int(os.environ.get(MAX_BODY_VARIABLE, DEFAULT_MAX_BODY_MB << 20))
 
 
-# The handlers import the reward file only when called, so only in the workers: it reads the MED_RLVR_*
-# variables when imported, and `main` sets them from the flags first.
+# The handlers grade through the reward file's `grade_sample`, which reads the MED_RLVR_* variables at its
+# first use, in each worker: `main` sets them from the flags before the workers start.
 @app.get("/health")
 def health() -> dict:
-    from med_rlvr_plugin.openrlhf_reward import CONFIG
-
     env = {name: value for name, value in sorted(os.environ.items()) if name in ENV_VARS}
     return {
         "status": "ok",
-        "config": dataclasses.asdict(CONFIG),
+        "config": dataclasses.asdict(openrlhf_reward.settings()[0]),
         "env": env,
         "max_body_bytes": _max_body_bytes(),
         "pid": os.getpid(),
@@ -67,8 +66,6 @@ def health() -> dict:
 
 @app.post("/get_reward")
 async def get_reward(request: Request) -> JSONResponse:
-    from med_rlvr_plugin.openrlhf_reward import reward_func
-
     limit = _max_body_bytes()
     too_large = HTTPException(
         413,
@@ -106,7 +103,7 @@ async def get_reward(request: Request) -> JSONResponse:
             raise HTTPException(400, f"labels[{index}]: {error}") from None
     # Grading runs on the event loop: it holds the GIL either way, and the other workers take the
     # other requests meanwhile (about 30 us a sample, docs/verifier.md "Speed").
-    return JSONResponse(reward_func(data["query"], data["prompts"], data["labels"]))
+    return JSONResponse(openrlhf_reward.reward_func(data["query"], data["prompts"], data["labels"]))
 
 
 def start(host: str = "127.0.0.1", args: Sequence[str] = (), timeout: float = 60.0) -> tuple[subprocess.Popen, str]:

@@ -7,12 +7,13 @@ TRL calls it with keyword arguments: `prompts`, `completions` (decoded without s
 dataset column as a list with one entry per completion; the gold letter comes from the `label` column
 (rows written by data_prep/prepare.py have it). A plain-text prompt is the grader's prompt as it is; for a
 conversational prompt (a list of messages) the grader's prompt is the messages' contents, one per line,
-which hold the option lines the verifier reads. The OpenRLHF reward file's `reward_func` grades, so
-grading, configuration (the MED_RLVR_* variables, docs/verifier.md) and metrics are the same: each of its
-`extra_logs` keys is logged as `med_rlvr/<key>`, beside TRL's own `rewards/med_rlvr_reward/mean`.
+which hold the option lines the verifier reads. The OpenRLHF reward file's `grade_sample` grades, so
+grading, configuration (the MED_RLVR_* variables, docs/verifier.md, read at the first call) and metrics
+are the same: each of its `extra_logs` keys is logged as `med_rlvr/<key>`, beside TRL's own
+`rewards/med_rlvr_reward/mean`.
 """
 
-from med_rlvr_plugin.openrlhf_reward import reward_func
+from med_rlvr_plugin.openrlhf_reward import grade_sample
 
 # What TRL itself passes besides the dataset's columns.
 TRL_KWARGS = {"completion_ids", "trainer_state", "log_extra", "log_metric", "environments"}
@@ -33,12 +34,12 @@ def med_rlvr_reward(prompts: list, completions: list, label: list | None = None,
     responses = [
         text if isinstance(text, str) else "".join(message["content"] for message in text) for text in completions
     ]
-    results = [
-        reward_func([prompt + response], [prompt], [gold])
+    scores = [
+        grade_sample(prompt + response, prompt, gold)
         for prompt, response, gold in zip(texts, responses, label, strict=True)
     ]
     if log_metric := kwargs.get("log_metric"):
-        for result in results:  # one value per completion: TRL averages them over the logging step
-            for key, value in result["extra_logs"].items():
+        for score in scores:  # one value per completion: TRL averages them over the logging step
+            for key, value in score.metrics.items():
                 log_metric(f"med_rlvr/{key}", value)
-    return [result["rewards"] for result in results]
+    return [score.grade.reward for score in scores]

@@ -128,7 +128,7 @@ ENV_VARS = {
     "MED_RLVR_MIN_THINK_WORDS": ("min_think_words", int),
     "MED_RLVR_SHORT_THINK_PENALTY": ("short_think_penalty", float),
 }
-# The reward file's rollout sampling, read by med_rlvr_plugin.dynamics.rollout_sampling: not grading, but
+# The reward file's rollout sampling, read by med_rlvr_plugin.openrlhf_reward.rollout_sampling: not grading, but
 # MED_RLVR_* names, so config_from_env accepts them.
 ROLLOUT_ENV_VARS = ("MED_RLVR_ROLLOUT_SAMPLES", "MED_RLVR_ROLLOUT_DIR", "MED_RLVR_ROLLOUT_MAX_MB")
 

@@ -6,8 +6,8 @@
 verl gives the function the response alone (`solution_str`, decoded without special tokens), never the
 prompt. The parquet that `data_prep/prepare.py --verl` writes keeps the grader's prompt text in
 `extra_info["prompt"]`, and the query is rebuilt as that prompt + the response. The OpenRLHF reward
-file's `reward_func` grades it, so grading, configuration (the MED_RLVR_* variables of verl's workers,
-docs/verifier.md) and metrics are the same in both frameworks.
+file's `grade_sample` grades it, once, so grading, configuration (the MED_RLVR_* variables of verl's
+workers, docs/verifier.md, read at the first call) and metrics are the same in both frameworks.
 """
 
 import dataclasses
@@ -15,12 +15,13 @@ import sys
 from pathlib import Path
 
 try:
-    from med_rlvr_plugin import openrlhf_reward
+    from med_rlvr_plugin.openrlhf_reward import grade_sample
+    from med_rlvr_plugin.verifier import RewardConfig
 except ImportError:
     # Loaded by path (verl's loader) from a checkout that is not installed: the package is this file's folder.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from med_rlvr_plugin import openrlhf_reward
-from med_rlvr_plugin.verifier import RewardConfig, grade_response
+    from med_rlvr_plugin.openrlhf_reward import grade_sample
+    from med_rlvr_plugin.verifier import RewardConfig
 
 SETTINGS = {field.name for field in dataclasses.fields(RewardConfig)}
 
@@ -29,8 +30,8 @@ def compute_score(
     data_source: str, solution_str: str, ground_truth: str, extra_info: dict | None = None, **kwargs
 ) -> dict:
     """verl's reward for one response: `score` (the reward), `acc` (1.0 when well formed and right: verl's
-    core validation metric), `pred` (the letter named, "" when none: verl's majority vote) and every
-    `extra_logs` key of the reward file. Every sample returns the same keys, as verl requires.
+    core validation metric), `pred` (the letter named, "" when none: verl's majority vote) and every metric
+    of the reward file's `extra_logs`. Every sample returns the same keys, as verl requires.
 
     Other keyword arguments, which some verl reward managers pass (a reward router's address), are ignored;
     `reward_kwargs` naming a reward setting are refused: the settings are the MED_RLVR_* variables.
@@ -46,7 +47,6 @@ def compute_score(
             "med-rlvr: the row's extra_info has no 'prompt' (the grader's prompt text; verl does not "
             "pass the prompt): prepare the parquet with data_prep/prepare.py --verl"
         )
-    result = openrlhf_reward.reward_func([prompt + solution_str], [prompt], [ground_truth])
-    # The letter is not among the reward file's outputs; a second grading (tens of microseconds) gives it.
-    letter = grade_response(prompt + solution_str, prompt, ground_truth, openrlhf_reward.CONFIG).letter
-    return {"score": result["rewards"], "acc": result["scores"], "pred": letter or "", **result["extra_logs"]}
+    score = grade_sample(prompt + solution_str, prompt, ground_truth)
+    grade = score.grade
+    return {"score": grade.reward, "acc": float(grade.correct), "pred": grade.letter or "", **score.metrics}

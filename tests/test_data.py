@@ -12,7 +12,9 @@ from pathlib import Path
 import datasets
 import pytest
 
-from med_rlvr_plugin.data import SOURCES, DataError, format_row, prepare, read_rows, stated_letter, write_together
+from med_rlvr_plugin.cli import ToolError
+from med_rlvr_plugin.data import SOURCES, DataError, format_row, prepare, read_rows, stated_letter
+from med_rlvr_plugin.files import write_together
 from med_rlvr_plugin.prompts import render_chat_prompt, render_prompt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -720,7 +722,7 @@ def test_unwritable_output_folder_is_found_before_reading_and_named(tmp_path):
     # A folder path through a file; and sysfs, which refuses new files even to root (os.access says yes).
     targets = [tmp_path / "a_file" / "out.jsonl"] + [Path("/sys/med_rlvr_out.jsonl")] * Path("/sys/kernel").is_dir()
     for output in targets:
-        with pytest.raises(DataError, match=f"^cannot write {output}") as caught:
+        with pytest.raises(ToolError, match=f"^cannot write {output}") as caught:
             prepare("medqa", output, input_path=bad_input)
         assert ".tmp" not in str(caught.value)
 
@@ -730,7 +732,7 @@ def test_output_and_summary_are_written_both_or_neither(tmp_path):
     output = tmp_path / "out.jsonl"
     output.write_text("old\n")
     (tmp_path / "out.summary.json").mkdir()  # the summary cannot be written where a folder stands
-    with pytest.raises(DataError, match="out.summary.json"):
+    with pytest.raises(ToolError, match="out.summary.json"):
         prepare("medqa", output, input_path=source, overwrite=True)
     assert output.read_text() == "old\n"
     # The writer itself: a second file that cannot be put in place puts the first one back.
@@ -863,7 +865,7 @@ def test_dev_split_refusals_and_both_or_neither(tmp_path):
     (tmp_path / "train.jsonl").write_text("old train\n")
     (tmp_path / "dev.jsonl").write_text("old dev\n")
     (tmp_path / "dev.summary.json").mkdir()
-    with pytest.raises(DataError, match="dev.summary.json"):
+    with pytest.raises(ToolError, match="dev.summary.json"):
         prepare(
             "medqa",
             tmp_path / "train.jsonl",

@@ -22,7 +22,8 @@ import pytest
 
 from med_rlvr_plugin.analyze import AnalyzeError, analyze
 from med_rlvr_plugin.analyze import main as analyze_main
-from med_rlvr_plugin.dynamics import Thresholds, behaviour, rollout_sampling, stage_timeline
+from med_rlvr_plugin.dynamics import Thresholds, behaviour, stage_timeline
+from med_rlvr_plugin.openrlhf_reward import rollout_sampling
 from med_rlvr_plugin.prompts import render_prompt
 from med_rlvr_plugin.verifier import config_from_env, grade_response
 
