@@ -25,7 +25,10 @@ from pathlib import Path
 
 from med_rlvr_plugin.data import prepare
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medqa"
+# The real data: MED_RLVR_TEST_DATA, as the tests read it, or ../shared/data beside the checkout.
+SHARED_DATA = (
+    Path(os.environ.get("MED_RLVR_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data") / "medqa"
+)
 ROWS = 10_178  # MedQA-USMLE 4-option train split
 
 

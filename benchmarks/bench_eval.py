@@ -16,6 +16,7 @@ The runs take turns (one of each per repeat); each reports its best time.
 
 import argparse
 import json
+import os
 import random
 import tempfile
 import time
@@ -26,7 +27,9 @@ from med_rlvr_plugin.evaluate import read_questions, report
 from med_rlvr_plugin.launcher import sample_rows
 from med_rlvr_plugin.verifier import RewardConfig
 
-MEDQA_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "medqa" / "us_4opt_test.jsonl"
+# The real data: MED_RLVR_TEST_DATA, as the tests read it, or ../shared/data beside the checkout.
+SHARED_DATA = Path(os.environ.get("MED_RLVR_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+MEDQA_TEST = SHARED_DATA / "medqa" / "us_4opt_test.jsonl"
 SENTENCE = "The presentation and the laboratory findings point towards one mechanism rather than the others. "
 
 

@@ -1,8 +1,29 @@
-"""Shared fixtures: import-only stand-ins for the GPU-only packages, and a tiny random Qwen2 model."""
+"""Shared fixtures: import-only stand-ins for the GPU-only packages, a tiny random Qwen2 model, a local Ray cluster."""
 
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PORT_FLAGS = (
+    "port",
+    "dashboard-port",
+    "ray-client-server-port",
+    "node-manager-port",
+    "object-manager-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "metrics-export-port",
+    "runtime-env-agent-port",
+)
 
 # vLLM and flash-attn cannot be installed without CUDA, yet OpenRLHF's trainer modules import them at
 # module level. These stand-ins define only the names those imports ask for, with no behaviour: any
@@ -16,10 +37,6 @@ CPU_STANDINS = {
     "flash_attn/utils/__init__.py": "",
     "flash_attn/utils/distributed.py": "all_gather = None\n",
 }
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "ray: starts a local Ray cluster and submits jobs (slow, tens of seconds)")
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +71,69 @@ def tiny_qwen2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Qwen2ForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict:
+    """This process's environment without reward or wandb variables, with the venv's tools first on PATH."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MED_RLVR_", "WANDB_", "RAY_"))}
+    return env | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"} | extra
+
+
+def ray_cli(*args: str, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "ray"), *args], cwd=REPO, env=clean_env(**env), capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(cpu_standins: Path):
+    """A head node started with `ray start --head --block` on free ports, stopped by signalling that process.
+
+    `ray stop` would stop every Ray process on the machine, other clusters' too; the blocking head instead
+    takes its own processes down when it gets SIGTERM.
+    """
+    temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths live under it
+    ports = {flag: free_port() for flag in PORT_FLAGS}
+    command = [
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=2",
+        "--num-gpus=1",
+        "--dashboard-host=127.0.0.1",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+        *(f"--{flag}={port}" for flag, port in ports.items()),
+    ]
+    log = (temp_dir / "head.log").open("w")
+    head = subprocess.Popen(
+        command,
+        env=clean_env(PYTHONPATH=str(cpu_standins)),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    address = f"http://127.0.0.1:{ports['dashboard-port']}"
+    try:
+        deadline = time.monotonic() + 120
+        while ray_cli("job", "list", "--address", address, timeout=60).returncode != 0:
+            assert head.poll() is None and time.monotonic() < deadline, (temp_dir / "head.log").read_text()
+            time.sleep(2)
+        yield address
+    finally:
+        head.terminate()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)

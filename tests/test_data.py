@@ -429,6 +429,7 @@ def test_flags_that_do_not_apply_are_refused(tmp_path):
         prepare("medqa", tmp_path / "out.json", input_path=source)
 
 
+@pytest.mark.integration
 def test_command_line(tmp_path):
     source = write_jsonl(tmp_path / "phrases_no_exclude_test.jsonl", [MEDQA_4, MEDQA_5, {**MEDQA_4, "answer": "x"}])
     output = tmp_path / "medqa_test.jsonl"
@@ -770,6 +771,7 @@ def test_stale_temporaries_of_the_same_output_are_removed(tmp_path):
     assert not any(path.exists() for path in stale) and alive.exists() and other.exists()
 
 
+@pytest.mark.integration
 def test_hub_without_network_fails_at_once_without_retries(tmp_path):
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
@@ -880,6 +882,7 @@ def test_dev_split_refusals_and_both_or_neither(tmp_path):
     assert not (tmp_path / "train.summary.json").exists()
 
 
+@pytest.mark.integration
 def test_dev_split_command_line(tmp_path):
     source = write_jsonl(tmp_path / "src.jsonl", numbered_medqa(20))
     train, dev = tmp_path / "medqa_train.jsonl", tmp_path / "medqa_dev.jsonl"

@@ -15,11 +15,7 @@ from transformers import PreTrainedTokenizerFast
 from med_rlvr_plugin.data import prepare
 from med_rlvr_plugin.prompts import LETTERS
 from med_rlvr_plugin.verifier import grade_response
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MEDQA_DEV = SHARED_DATA / "medqa" / "us_4opt_dev.jsonl"
-MEDQA_TEST = SHARED_DATA / "medqa" / "us_4opt_test.jsonl"
-MMLU_PRO_HEALTH = SHARED_DATA / "mmlu_pro" / "test_health.jsonl"
+from tests.real_data import MEDQA_DEV, MEDQA_TEST, MMLU_PRO_HEALTH, real_file
 
 # Qwen2.5's chat template, reduced to what a prompt without tools uses.
 QWEN_CHAT_TEMPLATE = (
@@ -36,12 +32,6 @@ QWEN_SYSTEM = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You a
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def real_file(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"real data not found at {path} (the shared data folder sits beside the project)")
-    return path
 
 
 def gold_letters() -> list[str]:
@@ -79,7 +69,7 @@ def options_block(options: list[str]) -> str:
 @pytest.mark.parametrize("path, count", [(MEDQA_DEV, 1272), (MEDQA_TEST, 1273)])
 def test_real_medqa_every_question_survives(tmp_path, path, count):
     source = read_jsonl(real_file(path))
-    summary = prepare("medqa", tmp_path / "out.jsonl", input_path=path)
+    summary = prepare("medqa", tmp_path / "out.jsonl", input_path=real_file(path))
     written = read_jsonl(tmp_path / "out.jsonl")
     assert len(source) == summary["rows_read"] == summary["rows_written"] == len(written) == count
     assert summary["rows_skipped"] == summary["duplicates"] == 0
@@ -95,7 +85,7 @@ def test_real_medqa_every_question_survives(tmp_path, path, count):
 
 def test_real_mmlu_pro_health_letters_and_labels(tmp_path):
     source = read_jsonl(real_file(MMLU_PRO_HEALTH))
-    summary = prepare("mmlu_pro", tmp_path / "out.jsonl", input_path=MMLU_PRO_HEALTH, category="health")
+    summary = prepare("mmlu_pro", tmp_path / "out.jsonl", input_path=real_file(MMLU_PRO_HEALTH), category="health")
     written = read_jsonl(tmp_path / "out.jsonl")
     assert summary["rows_read"] == summary["rows_written"] == len(written) == 818
     assert sum(summary["option_count_distribution"].values()) == 818
@@ -197,7 +187,7 @@ def test_real_dev_split_is_disjoint_and_reads_as_eval_data(tmp_path):
     assert all(not a & b for i, a in enumerate(question_sets) for b in question_sets[i + 1 :])
     assert summary["rows_excluded"] == 0 and summary["rows_moved_to_dev"] == 300
     # As --eval.dataset: OpenRLHF reads every dev row with the gold letter of its source row.
-    gold = {row["question"].strip(): row["answer_idx"] for row in read_jsonl(MEDQA_DEV)}
+    gold = {row["question"].strip(): row["answer_idx"] for row in read_jsonl(real_file(MEDQA_DEV))}
     data = blending_datasets(str(dev), None, strategy(chat=False), dataset_split="train")
     dataset = PromptDataset(data, None, strategy(chat=False))
     written = read_jsonl(dev)

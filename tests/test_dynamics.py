@@ -319,6 +319,7 @@ def test_a_read_only_folder_warns_once_and_training_goes_on(monkeypatch, capfd):
     assert err.count("rollout sampling stops") == 1 and "Permission denied" in err
 
 
+@pytest.mark.integration
 def test_a_full_disk_leaves_only_whole_lines_warns_once_and_training_goes_on(tmp_path):
     # RLIMIT_FSIZE makes the kernel refuse writes past 10,000 bytes, as a full disk does: the write that
     # crosses it is cut short (Python ignores SIGXFSZ, so it returns a short count instead of killing).
@@ -416,6 +417,7 @@ def assert_plot(path: Path) -> None:
     assert max(count for count, _ in colors) < 0.98 * 1000 * 500
 
 
+@pytest.mark.integration
 def test_a_synthetic_run_through_openrlhf_is_analysed_end_to_end(monkeypatch, tmp_path, capsys):
     run_dir = tmp_path / "run"
     synthetic_run(monkeypatch, run_dir)
@@ -614,6 +616,7 @@ def test_the_launch_check_grades_with_sampling_off_and_checks_its_settings(monke
         launcher.check_reward([REWARD_FILE], CONJUNCTIVITIS, "B")
 
 
+@pytest.mark.integration
 def test_the_launch_flag_points_sampling_into_the_run_folder(tmp_path):
     from med_rlvr_plugin import launcher
     from tests.test_launch import run_script

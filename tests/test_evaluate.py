@@ -406,6 +406,7 @@ def newest_samples(folder: Path, task: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.integration
 def test_hf_backend_end_to_end_and_resume_from_cache(workdir, tiny_qwen2, monkeypatch):
     """Two checkpoints of a pretend run, three tasks (two shipped, one chat file named by the user), 2 questions
     each; the second run regenerates nothing (counted at the HF model's generate_until)."""
@@ -491,6 +492,7 @@ def test_hf_backend_end_to_end_and_resume_from_cache(workdir, tiny_qwen2, monkey
     assert len(list((out / "global_step10_hf").glob("samples_medrlvr_medqa_chat_2*.jsonl"))) == 2
 
 
+@pytest.mark.integration
 def test_plain_lm_eval_cli_runs_the_shipped_tasks(workdir, tiny_qwen2, monkeypatch, capsys):
     from lm_eval.__main__ import cli_evaluate
 
@@ -578,6 +580,7 @@ def run_script(*args: str, env: dict | None = None) -> subprocess.CompletedProce
     )
 
 
+@pytest.mark.integration
 def test_eval_checkpoint_script_through_lm_eval_vllm_backend(workdir, tiny_qwen2):
     fake = workdir / "fake_vllm"
     for relative, text in FAKE_VLLM.items():

@@ -78,6 +78,7 @@ def test_help_documents_every_flag(script: Path) -> None:
     assert flags and flags <= documented, flags - documented
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("module", [launcher.PPO_MODULE, launcher.SFT_MODULE])
 def test_recovered_parser_is_the_installed_one(module: str, cpu_standins: Path) -> None:
     """The parser the launcher recovers prints the same --help as the installed CLI itself."""
@@ -139,6 +140,7 @@ PPO_CASES = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", PPO_CASES)
 def test_ppo_dry_run_passes_openrlhf_checks(case: str, data_dir: Path) -> None:
     flags, estimator, reward_env, wrong_reward = PPO_CASES[case]
@@ -174,6 +176,7 @@ def test_ppo_dry_run_passes_openrlhf_checks(case: str, data_dir: Path) -> None:
     assert not output_dir.exists(), "a dry run writes nothing"
 
 
+@pytest.mark.integration
 def test_dry_run_without_data_uses_the_builtin_sample(tmp_path: Path) -> None:
     """The README's main command, run from a folder without data/: the built-in sample stands in."""
     checkout = tmp_path / "checkout"
@@ -190,6 +193,7 @@ def test_dry_run_without_data_uses_the_builtin_sample(tmp_path: Path) -> None:
     assert flag_value(argv, "--vllm.num_engines") == "8"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "flags, message",
     [
@@ -222,6 +226,7 @@ def test_dry_run_rejects_bad_commands(flags: list[str], message: str, data_dir: 
     assert message in result.stderr, result.stderr
 
 
+@pytest.mark.integration
 def test_plan_makes_every_rollout_whole(data_dir: Path) -> None:
     """300 prompts: PPO trains on 256 (one rollout a pass), GRPO on 288 (nine of 32); the rest is left out."""
     train = write_rows(data_dir / "t300.jsonl", (launcher.sample_rows() * 50)[:300])
@@ -246,6 +251,7 @@ def test_plan_makes_every_rollout_whole(data_dir: Path) -> None:
     assert forced.returncode == 1 and "Pass -- --data.max_samples 256" in forced.stderr
 
 
+@pytest.mark.integration
 def test_plan_sets_eval_and_checkpoint_intervals_per_algo(data_dir: Path) -> None:
     """Eval generates in rounds of the rollout batch, so GRPO's 32-prompt rounds make an eval of 100 dev
     prompts cost 4 rounds and PPO's 1: at the default 10% share, every 40 and every 10 steps. Both runs
@@ -284,6 +290,7 @@ def test_plan_sets_eval_and_checkpoint_intervals_per_algo(data_dir: Path) -> Non
     assert flag_value(argv, "--eval.steps") == "3" and flag_value(argv, "--ckpt.save_steps") == "4"
 
 
+@pytest.mark.integration
 def test_periodic_eval_refuses_a_test_split_named_by_its_summary(data_dir: Path) -> None:
     """MMLU-Pro health is MMLU-Pro's test split whatever the file is called; prepare.py's summary says so."""
     health = write_rows(data_dir / "health.jsonl", launcher.sample_rows())
@@ -345,6 +352,7 @@ def test_plan_sizes_checkpoints_from_parameters_and_the_save_schedule() -> None:
     assert best["disk_bytes"]["total"] == (3 * 28 + 8 * 2 + 2) * 10**9
 
 
+@pytest.mark.integration
 def test_dry_run_rejects_a_label_that_is_not_an_option(data_dir: Path) -> None:
     rows = launcher.sample_rows()
     rows[2]["label"] = "J"
@@ -356,6 +364,7 @@ def test_dry_run_rejects_a_label_that_is_not_an_option(data_dir: Path) -> None:
     assert "row 2: label J is not one of the prompt's options" in result.stderr
 
 
+@pytest.mark.integration
 def test_output_folder_is_never_reused_silently(data_dir: Path) -> None:
     run = data_dir / "run"
     run.mkdir()
@@ -398,6 +407,7 @@ def test_openrlhf_ray_env_is_what_openrlhf_would_set(monkeypatch: pytest.MonkeyP
     assert env["NCCL_DEBUG"] == "INFO"
 
 
+@pytest.mark.integration
 def test_sft_dry_run(data_dir: Path) -> None:
     sft = write_rows(data_dir / "sft.jsonl", (launcher.sample_rows(sft=True) * 22)[:128])  # two batches of 64
     result = run_script(
@@ -424,6 +434,7 @@ def test_sft_dry_run(data_dir: Path) -> None:
     assert wrong.returncode == 1 and "row 1: the SFT target is not a well-formed correct answer" in wrong.stderr
 
 
+@pytest.mark.integration
 def test_sft_run_without_gpus_stops_before_writing_anything(data_dir: Path) -> None:
     """Not a dry run, on this CPU machine: the GPU check comes before the manifest and before deepspeed."""
     sft = write_rows(data_dir / "sft.jsonl", (launcher.sample_rows(sft=True) * 22)[:128])
@@ -435,6 +446,7 @@ def test_sft_run_without_gpus_stops_before_writing_anything(data_dir: Path) -> N
     assert not run.exists()
 
 
+@pytest.mark.integration
 def test_cuda_graphs_flag_drops_eager_mode(data_dir: Path) -> None:
     common = ["--dry-run", "--train-data", str(data_dir / "train.jsonl"), "--eval-data", "none"]
     assert "--vllm.enforce_eager" in printed_command(run_script("train_ppo_medqa.sh", *common).stdout)
@@ -443,6 +455,7 @@ def test_cuda_graphs_flag_drops_eager_mode(data_dir: Path) -> None:
     )
 
 
+@pytest.mark.integration
 def test_ablation_dry_run_gives_each_variant_its_own_run(data_dir: Path) -> None:
     result = run_script(
         "ablate_reward_schemes.sh",

@@ -15,6 +15,8 @@ import pytest
 
 from med_rlvr_plugin import launcher
 
+pytestmark = pytest.mark.integration  # OpenRLHF's splitter and advantages run on Ray in a subprocess
+
 REPO = Path(__file__).resolve().parent.parent
 # The script's rollout per --algo: (prompts, samples per prompt); tests/test_launch.py checks the script
 # prints these. Its micro batches: rollout 8, train 4; its train batch 128. The tests also try a rollout

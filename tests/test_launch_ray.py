@@ -10,11 +10,7 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import socket
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,22 +18,11 @@ from types import SimpleNamespace
 import pytest
 
 from med_rlvr_plugin import launcher
+from tests.conftest import clean_env, ray_cli
 
 pytestmark = pytest.mark.ray
 
 REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-PORT_FLAGS = (
-    "port",
-    "dashboard-port",
-    "ray-client-server-port",
-    "node-manager-port",
-    "object-manager-port",
-    "dashboard-agent-listen-port",
-    "dashboard-agent-grpc-port",
-    "metrics-export-port",
-    "runtime-env-agent-port",
-)
 # What the PPO job's flags set, written out independently of the script.
 REWARD_FLAGS = [
     "--reward-scheme",
@@ -72,72 +57,6 @@ EXPECTED_ENV = {
     "MED_RLVR_REWARD_SCHEME": "penalized",
     "MED_RLVR_SHORT_THINK_PENALTY": "0.5",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def clean_env(**extra: str) -> dict:
-    """This process's environment without reward or wandb variables, with the venv's tools first on PATH."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("MED_RLVR_", "WANDB_", "RAY_"))}
-    return env | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"} | extra
-
-
-def ray_cli(*args: str, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / "ray"), *args], cwd=REPO, env=clean_env(**env), capture_output=True, text=True, timeout=timeout
-    )
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(cpu_standins: Path):
-    """A head node started with `ray start --head --block` on free ports, stopped by signalling that process.
-
-    `ray stop` would stop every Ray process on the machine, other clusters' too; the blocking head instead
-    takes its own processes down when it gets SIGTERM.
-    """
-    temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths live under it
-    ports = {flag: free_port() for flag in PORT_FLAGS}
-    command = [
-        str(BIN / "ray"),
-        "start",
-        "--head",
-        "--block",
-        "--node-ip-address=127.0.0.1",
-        "--num-cpus=2",
-        "--num-gpus=1",
-        "--dashboard-host=127.0.0.1",
-        "--disable-usage-stats",
-        f"--temp-dir={temp_dir}",
-        *(f"--{flag}={port}" for flag, port in ports.items()),
-    ]
-    log = (temp_dir / "head.log").open("w")
-    head = subprocess.Popen(
-        command,
-        env=clean_env(PYTHONPATH=str(cpu_standins)),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    address = f"http://127.0.0.1:{ports['dashboard-port']}"
-    try:
-        deadline = time.monotonic() + 120
-        while ray_cli("job", "list", "--address", address, timeout=60).returncode != 0:
-            assert head.poll() is None and time.monotonic() < deadline, (temp_dir / "head.log").read_text()
-            time.sleep(2)
-        yield address
-    finally:
-        head.terminate()
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            head.kill()
-            head.wait()
-        log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def job_status(address: str, submission_id: str) -> str:

@@ -193,6 +193,7 @@ def test_bad_configuration_fails_when_openrlhf_loads_the_file(monkeypatch):
         openrlhf_agent.SingleTurnAgentExecutor(remote_rm_url=REWARD_FILE)
 
 
+@pytest.mark.integration
 def test_file_loads_by_path_without_the_package_on_sys_path(tmp_path):
     # -I -S: no site-packages, no cwd on sys.path, so the file must find its own package folder.
     import subprocess

@@ -56,6 +56,7 @@ def test_prepare_verl_writes_verls_rl_layout(tmp_path):
     assert summary["layout"] == "verl" and summary["prompt_format"] == "chat" and summary["rows_written"] == 6
 
 
+@pytest.mark.integration
 def test_prepare_verl_cli_with_a_dev_split_and_exclude_of_a_verl_file(tmp_path):
     source = write_jsonl(tmp_path / "medqa_source.jsonl", MEDQA_ROWS)
     test = prepared(tmp_path, "test.parquet", limit=2)
@@ -172,6 +173,7 @@ def verl_child(parquet: str, tokenizer_dir: str, cache_dir: str) -> None:
     print(json.dumps([asyncio.run(grade_all(path)) for path in (str(VERL_FILE), "pkg://med_rlvr_plugin.verl_reward")]))
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(importlib.util.find_spec("verl") is None, reason="verl is not installed (setup.sh installs it)")
 def test_verl_loads_and_runs_compute_score_through_its_reward_manager(tmp_path):
     parquet = prepared(tmp_path, "medqa.parquet")
@@ -274,6 +276,7 @@ def scripted_model() -> tuple:
     return model, tokenizer
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("chat", [False, True], ids=["plain-text", "conversational"])
 def test_grpo_trainer_trains_two_steps_with_our_reward(tmp_path, chat):
     from datasets import Dataset

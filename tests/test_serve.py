@@ -22,9 +22,12 @@ import pytest
 
 from med_rlvr_plugin import launcher, serve
 from med_rlvr_plugin.prompts import render_prompt
-from tests.test_launch_ray import TINY_RUN, ray_cli, ray_cluster, write_rows  # noqa: F401 (ray_cluster: a fixture)
+from tests.conftest import free_port, ray_cli
+from tests.test_launch_ray import TINY_RUN, write_rows
 from tests.test_openrlhf_reward import QUESTIONS, REWARD_FILE, CannedEngine, responses_for
 from tests.tokenizer_fixtures import qwen25_tokenizer
+
+pytestmark = pytest.mark.integration  # a server in a subprocess in every test
 
 openrlhf_agent = pytest.importorskip("openrlhf.utils.agent", reason="openrlhf 0.11.2 is not installed")
 
@@ -215,12 +218,6 @@ def test_health_reports_the_configuration_and_the_workers_share_one_loopback_soc
         if conn.status == psutil.CONN_LISTEN
     }
     assert len(workers(process)) == 2 and listening == {("127.0.0.1", port)}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_health(process: subprocess.Popen, url: str) -> None:

@@ -1,7 +1,6 @@
 """The grading rule, rule by rule, on responses to a prompt rendered with the project's own template."""
 
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import assume, given, settings
@@ -17,6 +16,7 @@ from med_rlvr_plugin.verifier import (
     parse_answer_letter,
     parse_label,
 )
+from tests.real_data import MEDQA_DEV, MEDQA_TEST, MMLU_PRO_HEALTH, real_file
 
 # A question written for these tests (not taken from any dataset).
 PROMPT = render_prompt(
@@ -177,15 +177,9 @@ def test_only_the_first_thousand_characters_of_an_answer_block_are_read():
     assert parse_answer_letter("C." + wording + " D. Propranolol") == "C"
 
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
 def real_option_lists() -> list[list[str]]:
     """The options of every MedQA-USMLE dev and test question and every MMLU-Pro health question."""
-    files = [SHARED_DATA / "medqa" / "us_4opt_dev.jsonl", SHARED_DATA / "medqa" / "us_4opt_test.jsonl"]
-    health = SHARED_DATA / "mmlu_pro" / "test_health.jsonl"
-    if not all(path.exists() for path in [*files, health]):
-        pytest.skip(f"real data not found in {SHARED_DATA} (the shared data folder sits beside the project)")
+    files, health = [real_file(MEDQA_DEV), real_file(MEDQA_TEST)], real_file(MMLU_PRO_HEALTH)
     rows = [json.loads(line) for path in files for line in path.read_text(encoding="utf-8").splitlines()]
     options = [list(row["options"].values()) for row in rows]
     return options + [json.loads(line)["options"] for line in health.read_text(encoding="utf-8").splitlines()]

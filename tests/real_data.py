@@ -1,0 +1,27 @@
+"""Where the tests find the real MedQA and MMLU-Pro files: one setting, MED_RLVR_TEST_DATA.
+
+Default: ../shared/data beside the checkout (its README lists the files). When the variable is set (.ci/run
+sets it), a missing file FAILS the test: CI said the data is there. Without it, a missing default folder
+skips the test with the reason. The data is read in place, never copied into the project.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+VARIABLE = "MED_RLVR_TEST_DATA"
+ROOT = Path(os.environ.get(VARIABLE) or Path(__file__).resolve().parents[2] / "shared" / "data")
+MEDQA_DEV = "medqa/us_4opt_dev.jsonl"
+MEDQA_TEST = "medqa/us_4opt_test.jsonl"
+MMLU_PRO_HEALTH = "mmlu_pro/test_health.jsonl"
+
+
+def real_file(relative: str) -> Path:
+    """The real data file `relative` (one of the names above), or a failure or skip saying where it was looked for."""
+    path = ROOT / relative
+    if not path.is_file():
+        if os.environ.get(VARIABLE):
+            pytest.fail(f"{VARIABLE}={os.environ[VARIABLE]} but {path} is missing; point it at the shared data folder")
+        pytest.skip(f"real data not found at {path}: set {VARIABLE} to the shared data folder")
+    return path
