@@ -60,6 +60,41 @@ async def load(url: str, bodies: list[dict], expected: list, clients: int, fresh
     return {"wall": time.perf_counter() - start, "latencies": sorted(latencies), "errors": errors}
 
 
+def workloads(args: argparse.Namespace, reward_func) -> tuple[float, list[tuple]]:
+    """The in-process reward file's samples/s, and each load to send: (name, bodies, the rewards each body
+    must get, clients, a new connection per request, samples per request)."""
+    data = samples(args.requests)
+    start = time.perf_counter()
+    rewards = [reward_func([query], [prompt], [label])["rewards"] for query, prompt, label in data]
+    in_process = len(data) / (time.perf_counter() - start)
+    singles = [{"query": [query], "prompts": [prompt], "labels": [label]} for query, prompt, label in data]
+    batched = samples(args.batch * args.batches)
+    batches = [
+        dict(
+            zip(
+                ("query", "prompts", "labels"),
+                map(list, zip(*batched[index : index + args.batch], strict=True)),
+                strict=True,
+            )
+        )
+        for index in range(0, len(batched), args.batch)
+    ]
+    batch_rewards = [reward_func(body["query"], body["prompts"], body["labels"])["rewards"] for body in batches]
+    clients = args.clients
+    return in_process, [
+        (f"1 sample/request, new connection each, {clients} clients", singles, rewards, clients, True, 1),
+        (f"1 sample/request, kept-alive connections, {clients} clients", singles, rewards, clients, False, 1),
+        (
+            f"{args.batch} samples/request, kept-alive connections, 8 clients",
+            batches,
+            batch_rewards,
+            8,
+            False,
+            args.batch,
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
@@ -68,56 +103,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64, help="samples per batched request")
     parser.add_argument("--batches", type=int, default=100, help="batched requests, from 8 concurrent clients")
     args = parser.parse_args()
-    reward_func = load_reward_func()
-
-    data = samples(args.requests)
-    start = time.perf_counter()
-    rewards = [reward_func([query], [prompt], [label])["rewards"] for query, prompt, label in data]
-    in_process = len(data) / (time.perf_counter() - start)
-    singles = [{"query": [query], "prompts": [prompt], "labels": [label]} for query, prompt, label in data]
-    batched_data = samples(args.batch * args.batches)
-    batches = [
-        {
-            key: [sample[position] for sample in batched_data[index : index + args.batch]]
-            for position, key in enumerate(("query", "prompts", "labels"))
-        }
-        for index in range(0, len(batched_data), args.batch)
-    ]
-    batch_rewards = [reward_func(body["query"], body["prompts"], body["labels"])["rewards"] for body in batches]
-
+    in_process, runs = workloads(args, load_reward_func())
     process, url = serve.start(args=["--workers", str(args.workers)])
     server = psutil.Process(process.pid)
-
-    def server_cpu() -> float:
-        return sum(sum(part.cpu_times()[:2]) for part in [server, *server.children()])
-
     try:
-        runs = [
-            (
-                f"1 sample/request, new connection each, {args.clients} clients",
-                singles,
-                rewards,
-                args.clients,
-                True,
-                1,
-            ),
-            (
-                f"1 sample/request, kept-alive connections, {args.clients} clients",
-                singles,
-                rewards,
-                args.clients,
-                False,
-                1,
-            ),
-            (
-                f"{args.batch} samples/request, kept-alive connections, 8 clients",
-                batches,
-                batch_rewards,
-                8,
-                False,
-                args.batch,
-            ),
-        ]
         print(
             f"reward server, {args.workers} workers, on 127.0.0.1; in-process reward file: {in_process:,.0f} samples/s"
         )
@@ -126,13 +115,11 @@ def main() -> None:
             f"{'errors':>7} {'server CPU us/sample':>21} {'client CPU us/sample':>21}"
         )
         for name, bodies, expected, clients, fresh, per_request in runs:
-            cpu_before, client_before = server_cpu(), time.process_time()
+            cpu_before, client_before = cpu_seconds(server), time.process_time()
             result = asyncio.run(load(url, bodies, expected, clients, fresh))
             count = len(bodies) * per_request
-            server_us, client_us = (
-                (server_cpu() - cpu_before) / count * 1e6,
-                (time.process_time() - client_before) / count * 1e6,
-            )
+            server_us = (cpu_seconds(server) - cpu_before) / count * 1e6
+            client_us = (time.process_time() - client_before) / count * 1e6
             latencies, rate = result["latencies"], count / result["wall"]
             p99 = latencies[int(0.99 * (len(latencies) - 1))]
             print(
@@ -143,6 +130,11 @@ def main() -> None:
     finally:
         process.terminate()
         process.wait()
+
+
+def cpu_seconds(server: psutil.Process) -> float:
+    """User and system CPU time of the server and its worker processes."""
+    return sum(sum(part.cpu_times()[:2]) for part in [server, *server.children()])
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ server after the requests in flight are answered.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -35,6 +34,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from med_rlvr_plugin import openrlhf_reward
+from med_rlvr_plugin.cli import tool_parser
 from med_rlvr_plugin.verifier import ENV_VARS, FORMATS, SCHEMES, config_from_env, parse_label
 
 KEYS = ("query", "prompts", "labels")
@@ -157,7 +157,7 @@ def _exit_with(parent: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m med_rlvr_plugin.serve", description=__doc__.split("\n")[0])
+    parser = tool_parser("serve", prog="python -m med_rlvr_plugin.serve", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument(

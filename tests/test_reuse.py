@@ -7,6 +7,7 @@ verl runs in a child interpreter: importing it sets process-wide logging and env
 import asyncio
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -334,3 +335,19 @@ def test_trl_reward_without_a_label_column_names_the_columns_it_got():
             trainer_state=None,
             log_metric=print,
         )
+
+
+@pytest.mark.integration
+def test_adapters_import_quietly_with_a_stray_variable_and_refuse_it_at_first_use():
+    """Importing an adapter reads no configuration: a stray MED_RLVR_* variable (a typo, or another tool's)
+    neither prints nor raises then. The first graded sample raises the reward file's message naming it."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MED_RLVR_")}
+    env |= {"MED_RLVR_SEED": "1", "PYTHONPATH": str(REPO)}
+    for module in ("trl_reward", "verl_reward", "serve", "openrlhf_reward"):
+        result = subprocess.run(
+            [sys.executable, "-c", f"import med_rlvr_plugin.{module}"], env=env, capture_output=True, text=True
+        )
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), module
+    use = "from med_rlvr_plugin.trl_reward import med_rlvr_reward; med_rlvr_reward(['A. x'], ['y'], label=['A'])"
+    result = subprocess.run([sys.executable, "-c", use], env=env, capture_output=True, text=True)
+    assert result.returncode == 1 and "ValueError: unknown variable MED_RLVR_SEED; valid:" in result.stderr

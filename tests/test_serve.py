@@ -246,7 +246,8 @@ def test_cli_binds_loopback_by_default_and_rejects_bad_reward_flags():
     bad = subprocess.run(
         [sys.executable, "-m", "med_rlvr_plugin.serve", "--leak-penalty", "-1"], capture_output=True, text=True
     )
-    assert bad.returncode == 2 and "MED_RLVR_LEAK_PENALTY='-1': leak_penalty must be >= 0" in bad.stderr
+    assert bad.returncode == 2
+    assert "med-rlvr serve: error: MED_RLVR_LEAK_PENALTY='-1': leak_penalty must be >= 0" in bad.stderr
 
 
 def test_sigterm_answers_the_request_in_flight_then_exits():
