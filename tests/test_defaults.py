@@ -30,9 +30,10 @@ PLACES = [
     ("docs/launch.md", r"\(([\d,]+) training and \d+ dev prompts\)", MEDQA_TRAIN_ROWS - DEV_SIZE),
     ("docs/launch.md", r"\([\d,]+ training and (\d+) dev prompts\)", DEV_SIZE),
     ("docs/data.md", r"has only `train` \(([\d,]+) questions\)", MEDQA_TRAIN_ROWS),
+    ("docs/verifier.md", r"\| `MED_RLVR_ROLLOUT_MAX_MB` \| MiB > 0 \| `(\d+)` \|", ROLLOUT_MAX_MB),
     (
-        "docs/dynamics.md",
-        r"\| `MED_RLVR_ROLLOUT_MAX_MB` \| per-process file cap in MiB \(default (\d+)\)",
+        "med_rlvr_plugin/openrlhf_reward.py",
+        r"MED_RLVR_ROLLOUT_MAX_MB +per-process file cap in MiB \(default (\d+)\)",
         ROLLOUT_MAX_MB,
     ),
     ("launch/train_ppo_medqa.sh", r"--checkpoints N +checkpoints over the run[^(]*\(default (\d+)\)", CHECKPOINTS),
