@@ -42,7 +42,7 @@ def sft_response(letter: str, option: str) -> str:
     return f"<think> The correct option is {letter}. {option} </think> <answer>{letter}</answer>"
 
 
-def _field(row: Mapping, path: str, required: bool = True) -> object:
+def field_value(row: Mapping, path: str, required: bool = True) -> object:
     value: object = row
     try:
         for key in path.split("."):
@@ -66,9 +66,9 @@ def _options(row: Mapping, source: Source) -> list[str]:
     if source.fixed_options:
         return list(source.fixed_options)
     if len(source.options) > 1:
-        return [_text(_field(row, name), name, "option") for name in source.options]
+        return [_text(field_value(row, name), name, "option") for name in source.options]
     name = source.options[0]
-    value = _field(row, name)
+    value = field_value(row, name)
     if isinstance(value, Mapping):
         # `datasets` pads a letter missing from some rows with None when rows have different option
         # counts, so None values are absent options; the rest must be keyed A, B, C... with no gap.
@@ -89,7 +89,7 @@ def _gold_letter(row: Mapping, source: Source, options: list[str]) -> str:
     letters = LETTERS[: len(options)]
     letter = None
     if source.answer_letter:
-        value = _field(row, source.answer_letter)
+        value = field_value(row, source.answer_letter)
         if not isinstance(value, str) or value.strip() not in letters:
             raise InvalidRow(source.answer_letter, f"gold letter {value!r} is not one of {', '.join(letters)}")
         letter = value.strip()
@@ -97,7 +97,7 @@ def _gold_letter(row: Mapping, source: Source, options: list[str]) -> str:
         base = source.answer_index_base
         if base is None:
             raise ValueError(f"{source.datasource}: set answer_index_base (0 or 1) with dataclasses.replace")
-        value = _field(row, source.answer_index)
+        value = field_value(row, source.answer_index)
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value - base < len(options):
             hint = " (-1 marks a question without a public answer, as in MedMCQA's test split)" if value == -1 else ""
             raise InvalidRow(
@@ -111,7 +111,7 @@ def _gold_letter(row: Mapping, source: Source, options: list[str]) -> str:
             )
         letter = LETTERS[value - base]
     if source.answer_text:
-        answer = " ".join(_text(_field(row, source.answer_text), source.answer_text, "answer").split())
+        answer = " ".join(_text(field_value(row, source.answer_text), source.answer_text, "answer").split())
         matches = [
             candidate for candidate, option in zip(letters, options, strict=True) if " ".join(option.split()) == answer
         ]
@@ -125,11 +125,11 @@ def _gold_letter(row: Mapping, source: Source, options: list[str]) -> str:
 
 
 def _question(row: Mapping, source: Source) -> str:
-    question = _text(_field(row, source.question), source.question, "question").strip()
+    question = _text(field_value(row, source.question), source.question, "question").strip()
     if not source.context:
         return question
-    passages = _field(row, source.context)
-    labels = _field(row, source.context_labels) if source.context_labels else None
+    passages = field_value(row, source.context)
+    labels = field_value(row, source.context_labels) if source.context_labels else None
     if not isinstance(passages, list) or not passages:
         raise InvalidRow(source.context, f"expected a non-empty list of passages, got {passages!r}")
     if labels is not None and (not isinstance(labels, list) or len(labels) != len(passages)):
@@ -153,7 +153,7 @@ def format_row(row: Mapping, source: Source, chat: bool = False, sft: bool = Fal
     label = _gold_letter(row, source, options)
     options = [" ".join(option.split()) for option in options]
     if source.id:
-        source_id = _field(row, source.id)
+        source_id = field_value(row, source.id)
         if source_id is None or not str(source_id).strip():
             raise InvalidRow(source.id, "id is empty")
         row_id = str(source_id)
@@ -167,7 +167,7 @@ def format_row(row: Mapping, source: Source, chat: bool = False, sft: bool = Fal
         output["response"] = [{"role": "assistant", "content": response}] if chat else " " + response
     output |= {"label": label, "datasource": source.datasource, "id": row_id, "question": question}
     output["options"] = options
-    output["metadata"] = {path.rpartition(".")[2]: _field(row, path, required=False) for path in source.metadata}
+    output["metadata"] = {path.rpartition(".")[2]: field_value(row, path, required=False) for path in source.metadata}
     return output
 
 
@@ -192,6 +192,6 @@ def verl_row(row: Mapping, index: int) -> dict:
     }
 
 
-def _examples(items: Sequence[str], count: int = 3) -> str:
+def examples(items: Sequence[str], count: int = 3) -> str:
     """The first few of a list of locations, for a one-line message."""
     return ", ".join(items[:count]) + (f" and {len(items) - count} more" if len(items) > count else "")

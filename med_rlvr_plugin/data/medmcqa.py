@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from med_rlvr_plugin.data.formatting import DataError, _examples
+from med_rlvr_plugin.data.formatting import DataError, examples
 from med_rlvr_plugin.data.sources import Source
 from med_rlvr_plugin.prompts import LETTERS
 
@@ -33,7 +33,7 @@ def stated_letter(explanation: object) -> str | None:
     return match[1].upper() if match else None
 
 
-def _answer_index_base(
+def answer_index_convention(
     rows: list[tuple[str, dict]], source: Source, cop_base: int | None, where: str, from_hub: bool
 ) -> tuple[int, dict]:
     """Where MedMCQA's `cop` counts from: 0 in the hub copy, 1 in the original release. Never guessed.
@@ -65,9 +65,9 @@ def _answer_index_base(
     support = {base: list(dict.fromkeys(only[base] + agree[base])) for base in (0, 1)}  # rows, each once
     evidence = "; ".join(
         f"counting from {base}: {field} {0 if base == 0 else count} in {len(only[base])} rows"
-        + (f" ({_examples(only[base])})" if only[base] else "")
+        + (f" ({examples(only[base])})" if only[base] else "")
         + f", explanations agree in {len(agree[base])}"
-        + (f" ({_examples(agree[base])})" if agree[base] else "")
+        + (f" ({examples(agree[base])})" if agree[base] else "")
         for base in (0, 1)
     )
     if cop_base is not None:

@@ -16,9 +16,17 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from med_rlvr_plugin.data.formatting import DataError, InvalidRow, _examples, _field, format_row, normalize, verl_row
-from med_rlvr_plugin.data.medmcqa import _answer_index_base
-from med_rlvr_plugin.data.readers import _exclusion_index, _read_ids, read_rows
+from med_rlvr_plugin.data.formatting import (
+    DataError,
+    InvalidRow,
+    examples,
+    field_value,
+    format_row,
+    normalize,
+    verl_row,
+)
+from med_rlvr_plugin.data.medmcqa import answer_index_convention
+from med_rlvr_plugin.data.readers import exclusion_index, read_ids, read_rows
 from med_rlvr_plugin.data.sources import SOURCES
 from med_rlvr_plugin.defaults import DEV_SIZE
 from med_rlvr_plugin.files import check_writable, remove_stale_temporaries, write_together
@@ -103,7 +111,7 @@ def prepare(
                 raise DataError(f"{name} is {role} ({path}): writing it would replace a file this run reads or writes")
     existing = [str(path) for path in targets if path.exists()]
     if existing and not overwrite:
-        raise DataError(f"{_examples(existing)}: already there; pass --overwrite to replace, or choose another name")
+        raise DataError(f"{examples(existing)}: already there; pass --overwrite to replace, or choose another name")
     stale = []
     for path in targets:
         check_writable(path)
@@ -131,20 +139,20 @@ def prepare(
         source = dataclasses.replace(source, datasource=f"{source.datasource}_{category.replace(' ', '_')}")
     expected_answers: dict[str, str | None] = {}
     if ids is not None:
-        expected_answers = _read_ids(Path(ids))
+        expected_answers = read_ids(Path(ids))
         selected = [
-            (location, row) for location, row in rows if str(_field(row, source.id, False)) in expected_answers
+            (location, row) for location, row in rows if str(field_value(row, source.id, False)) in expected_answers
         ]
-        missing = sorted(set(expected_answers) - {str(_field(row, source.id)) for _, row in selected})
+        missing = sorted(set(expected_answers) - {str(field_value(row, source.id)) for _, row in selected})
         if missing:
             raise DataError(
-                f"{ids} lists ids the input does not have ({len(missing)}): {_examples(missing)}; "
+                f"{ids} lists ids the input does not have ({len(missing)}): {examples(missing)}; "
                 "is it the file of this dataset and split?"
             )
         summary |= {"ids_file": str(ids), "rows_not_in_ids": len(rows) - len(selected)}
         rows = selected
     if source.answer_index and source.answer_index_base is None:
-        base, report = _answer_index_base(rows, source, cop_base, where, from_hub=input_path is None)
+        base, report = answer_index_convention(rows, source, cop_base, where, from_hub=input_path is None)
         source = dataclasses.replace(source, answer_index_base=base)
         summary |= report
 
@@ -183,11 +191,11 @@ def prepare(
             and normalize(expected) != normalize(answer := out["options"][LETTERS.index(out["label"])])
         ]
         if wrong:
-            raise DataError(f"{len(wrong)} rows disagree with --ids answers: {_examples(wrong)}")
+            raise DataError(f"{len(wrong)} rows disagree with --ids answers: {examples(wrong)}")
 
     excluded_by_file: Counter = Counter()
     if exclude:
-        seen_in = _exclusion_index(exclude)
+        seen_in = exclusion_index(exclude)
         kept = []
         for location, out, key in formatted:
             found_in = seen_in.get(key.split("\0")[0].strip())

@@ -266,7 +266,7 @@ def read_rows(
     return located
 
 
-def _exclusion_index(paths: Iterable[str | os.PathLike]) -> dict[str, str]:
+def exclusion_index(paths: Iterable[str | os.PathLike]) -> dict[str, str]:
     """Normalized question -> the prepared file it appears in, for --exclude (a .jsonl, or a --verl .parquet)."""
     index: dict[str, str] = {}
     for path in paths:
@@ -297,7 +297,7 @@ def _exclusion_index(paths: Iterable[str | os.PathLike]) -> dict[str, str]:
     return index
 
 
-def _read_ids(path: Path) -> dict[str, str | None]:
+def read_ids(path: Path) -> dict[str, str | None]:
     """Ids from a JSON object (keys; string values are the expected answers, as in PubMedQA's
     test_ground_truth.json) or a JSON array."""
     try:
