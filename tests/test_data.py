@@ -13,7 +13,16 @@ import datasets
 import pytest
 
 from med_rlvr_plugin.cli import ToolError
-from med_rlvr_plugin.data import SOURCES, DataError, format_row, prepare, read_rows, stated_letter
+from med_rlvr_plugin.data import (
+    SOURCES,
+    DataError,
+    PrepareOptions,
+    format_row,
+    prepare,
+    read_rows,
+    stated_letter,
+)
+from med_rlvr_plugin.defaults import DEV_SIZE
 from med_rlvr_plugin.files import write_together
 from med_rlvr_plugin.prompts import render_chat_prompt, render_prompt
 
@@ -427,6 +436,43 @@ def test_flags_that_do_not_apply_are_refused(tmp_path):
             prepare("medqa", tmp_path / "out.jsonl", input_path=source, **flags)
     with pytest.raises(DataError, match="must end in .jsonl"):
         prepare("medqa", tmp_path / "out.json", input_path=source)
+
+
+@pytest.mark.parametrize(
+    "dataset, options, message",
+    [
+        ("medqa_us", {}, "unknown dataset 'medqa_us'; choose one of medqa, mmlu_pro, medmcqa, pubmedqa"),
+        ("medqa", {"output": "out.json"}, "out.json: the --output name must end in .jsonl (OpenRLHF picks"),
+        ("medqa", {"dev_output": "dev.parquet"}, "dev.parquet: the --dev-output name must end in .jsonl"),
+        ("medqa", {"verl": True}, "out.jsonl: the --output name must end in .parquet (verl reads parquet)"),
+        ("medqa", {"output": "out.parquet", "verl": True, "sft": True}, "--verl writes verl's RL layout"),
+        ("medqa", {"split": "test"}, "--split selects a hub split; with --input the file is the split"),
+        ("medqa", {"category": "health"}, "--category applies to mmlu_pro only, not medqa"),
+        ("mmlu_pro", {"cop_base": 0}, "--cop-base applies to medmcqa only, not mmlu_pro"),
+        ("medqa", {"ids": "ids.json"}, "--ids selects rows by id, and medqa rows have no id field"),
+        ("medqa", {"limit": 0}, "--limit must be at least 1, got 0"),
+        ("medqa", {"dev_output": "dev.jsonl", "dev_size": 0}, "--dev-size must be at least 1, got 0"),
+    ],
+)
+def test_prepare_options_refuse_before_any_file_is_read(tmp_path, dataset, options, message):
+    options = {"output": "out.jsonl", "input_path": tmp_path / "missing.jsonl", **options}
+    with pytest.raises(DataError) as caught:
+        PrepareOptions(dataset, **options)
+    assert str(caught.value).startswith(message)
+    with pytest.raises(DataError) as through_prepare:
+        prepare(dataset, **options)
+    assert str(through_prepare.value) == str(caught.value) and list(tmp_path.iterdir()) == []
+
+
+def test_prepare_options_normalise_what_the_pipeline_reads():
+    options = PrepareOptions("medqa", "out.parquet", verl=True, exclude=["a.jsonl"], dev_output="dev.parquet")
+    assert (options.output, options.dev_output, options.chat, options.exclude) == (
+        Path("out.parquet"),
+        Path("dev.parquet"),
+        True,
+        ("a.jsonl",),
+    )
+    assert options.dev_size == DEV_SIZE and options == dataclasses.replace(options)
 
 
 @pytest.mark.integration

@@ -10,12 +10,13 @@ with the file, the line and what to do.
   and the errors `DataError` and `InvalidRow`.
 - `readers`: the strict readers of source files and the hub (`read_rows`), and of --exclude and --ids files.
 - `medmcqa`: MedMCQA's answer numbering, inferred from evidence (`stated_letter`).
-- `pipeline`: `prepare`, a whole dataset into prompt files and summaries (`summary_path`).
+- `pipeline`: `prepare`, a whole dataset into prompt files and summaries (`summary_path`), its options
+  checked by `PrepareOptions`.
 """
 
 from med_rlvr_plugin.data.formatting import DataError, InvalidRow, format_row, normalize, sft_response, verl_row
 from med_rlvr_plugin.data.medmcqa import stated_letter
-from med_rlvr_plugin.data.pipeline import prepare, summary_path
+from med_rlvr_plugin.data.pipeline import PrepareOptions, prepare, summary_path
 from med_rlvr_plugin.data.readers import read_rows
 from med_rlvr_plugin.data.sources import SOURCES, Source
 
@@ -23,6 +24,7 @@ __all__ = [
     "SOURCES",
     "DataError",
     "InvalidRow",
+    "PrepareOptions",
     "Source",
     "format_row",
     "normalize",

@@ -1,8 +1,12 @@
-"""MedMCQA's answer numbering: whether `cop` counts from 0 or from 1, decided from the rows' evidence.
+"""MedMCQA's answer numbering: whether `cop` counts from 0 (the hub copy) or 1 (the original release).
 
-Two releases number the answer differently and neither says which it uses; a wrong guess would mislabel
-every row, so the convention is inferred from rows only one convention can read and from explanations that
-state the answer, or given by --cop-base, and a contradiction stops the run.
+Never guessed: a wrong guess would mislabel every row. Evidence is a row only one convention can read
+(cop 0: from 0; cop 4: from 1) and a row whose explanation states the letter that one convention gives.
+Without --cop-base, the convention is the one the evidence points to, shown by at least
+MIN_CONVENTION_EVIDENCE rows. The convention used (inferred, --cop-base, or the hub copy's own) must not be
+contradicted: a row it cannot read, or explanations siding as often with the other, stops the run, because
+the rows it would mislabel are a whole release or corrupt, and skipping rows cannot fix that. Single
+explanations that disagree are reported: some of MedMCQA's explanations are wrong.
 """
 
 from __future__ import annotations
@@ -33,19 +37,10 @@ def stated_letter(explanation: object) -> str | None:
     return match[1].upper() if match else None
 
 
-def answer_index_convention(
-    rows: list[tuple[str, dict]], source: Source, cop_base: int | None, where: str, from_hub: bool
-) -> tuple[int, dict]:
-    """Where MedMCQA's `cop` counts from: 0 in the hub copy, 1 in the original release. Never guessed.
-
-    Evidence is a row only one convention can read (cop 0: from 0; cop 4: from 1) and a row whose
-    explanation states the letter that one convention gives. Without --cop-base, the convention is the one
-    the evidence points to, shown by at least MIN_CONVENTION_EVIDENCE rows. The convention used (inferred,
-    --cop-base, or the hub copy's own) must not be contradicted: a row it cannot read, or explanations
-    siding as often with the other, stops the run, because the rows it would mislabel are a whole release
-    or corrupt, and skipping rows cannot fix that. Single explanations that disagree are reported: some of
-    MedMCQA's explanations are wrong.
-    """
+def _evidence(rows: list[tuple[str, dict]], source: Source) -> tuple[dict, dict, list, str]:
+    """What the rows show of each convention (0, 1): the rows only it can read, the rows whose explanation
+    agrees with it; every stated letter as (location, index, letter); and the evidence in words, for
+    messages and the summary."""
     field, count = source.answer_index, len(source.options)
     only = {0: [], 1: []}  # rows only this convention can read
     agree = {0: [], 1: []}  # rows whose explanation names the letter this convention gives
@@ -62,7 +57,6 @@ def answer_index_convention(
             for base in (0, 1):
                 if 0 <= value - base < count and LETTERS[value - base] == letter:
                     agree[base].append(location)
-    support = {base: list(dict.fromkeys(only[base] + agree[base])) for base in (0, 1)}  # rows, each once
     evidence = "; ".join(
         f"counting from {base}: {field} {0 if base == 0 else count} in {len(only[base])} rows"
         + (f" ({examples(only[base])})" if only[base] else "")
@@ -70,6 +64,17 @@ def answer_index_convention(
         + (f" ({examples(agree[base])})" if agree[base] else "")
         for base in (0, 1)
     )
+    return only, agree, stated, evidence
+
+
+def answer_index_convention(
+    rows: list[tuple[str, dict]], source: Source, cop_base: int | None, where: str, from_hub: bool
+) -> tuple[int, dict]:
+    """Where `cop` counts from (`cop_base`, the hub copy's 0, or the evidence), or a DataError when the rows
+    contradict it or show too little; with the summary's report of the evidence (module docstring)."""
+    field, count = source.answer_index, len(source.options)
+    only, agree, stated, evidence = _evidence(rows, source)
+    support = {base: list(dict.fromkeys(only[base] + agree[base])) for base in (0, 1)}  # rows, each once
     if cop_base is not None:
         base, why = cop_base, f"--cop-base {cop_base}"
     elif from_hub:
