@@ -387,6 +387,10 @@ def test_exclude_drops_questions_of_another_prepared_file(tmp_path):
     )
     with pytest.raises(DataError, match="--exclude takes files written by prepare.py"):
         prepare("medqa", tmp_path / "again.jsonl", input_path=train, exclude=[train])
+    damaged = tmp_path / "damaged.jsonl"
+    damaged.write_text(test_file.read_text() + "\n{not json\n")
+    with pytest.raises(ToolError, match=f"^{damaged}:3: not JSON .*; --exclude takes files written by prepare.py$"):
+        prepare("medqa", tmp_path / "again.jsonl", input_path=train, exclude=[damaged])
 
 
 def test_output_is_deterministic_and_shuffle_is_seeded(tmp_path):

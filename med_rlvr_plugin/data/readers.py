@@ -20,6 +20,7 @@ from pathlib import Path
 
 from med_rlvr_plugin.data.formatting import DataError, normalize
 from med_rlvr_plugin.data.sources import Source
+from med_rlvr_plugin.files import read_jsonl
 
 
 class DuplicateKey(ValueError):
@@ -269,8 +270,8 @@ def read_rows(
 def exclusion_index(paths: Iterable[str | os.PathLike]) -> dict[str, str]:
     """Normalized question -> the prepared file it appears in, for --exclude (a .jsonl, or a --verl .parquet)."""
     index: dict[str, str] = {}
+    takes = "--exclude takes files written by prepare.py"
     for path in paths:
-        located = []  # (where, the row's question, or None when it is no prepared row)
         if str(path).lower().endswith(".parquet"):
             import pyarrow
             import pyarrow.parquet
@@ -281,18 +282,14 @@ def exclusion_index(paths: Iterable[str | os.PathLike]) -> dict[str, str]:
                 infos = [None]
             located = [(f"{path} row {number}", (info or {}).get("question")) for number, info in enumerate(infos)]
         else:
-            with open(path, encoding="utf-8") as lines:
-                for number, line in enumerate(lines, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                        located.append((f"{path}:{number}", row["question"] if "prompt" in row else None))
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        located.append((f"{path}:{number}", None))
-        for location, question in located:
+            # The path as given (not a Path) keeps the locations in messages as the user wrote them.
+            located = (
+                (location, row.get("question") if isinstance(row, dict) and "prompt" in row else None)
+                for location, row in read_jsonl(path, fix=takes)
+            )
+        for location, question in located:  # question: None in a row that is no prepared row
             if not isinstance(question, str):
-                raise DataError(f"{location}: not a prepared row; --exclude takes files written by prepare.py")
+                raise DataError(f"{location}: not a prepared row; {takes}")
             index.setdefault(normalize(question), str(path))
     return index
 
