@@ -494,6 +494,24 @@ def test_command_line(tmp_path):
     assert run_cli("medqa", "--output", str(output), "--seed", "3").returncode == 2  # --seed needs --shuffle
 
 
+@pytest.mark.integration
+def test_command_line_errors_follow_the_house_convention(tmp_path):
+    """A refused flag combination is a usage error (exit 2, after the usage line); bad input or an output
+    that cannot be written is exit 1 with one line; every error line reads `med-rlvr prepare: error:`."""
+    source = write_jsonl(tmp_path / "src.jsonl", [MEDQA_4])
+    refused = run_cli("medqa", "--input", str(source), "--verl", "--sft", "--output", str(tmp_path / "o.parquet"))
+    assert refused.returncode == 2 and refused.stderr.startswith("usage: "), refused.stderr
+    assert refused.stderr.splitlines()[-1] == (
+        "med-rlvr prepare: error: --verl writes verl's RL layout, which has no SFT target: drop --sft or --verl"
+    )
+    (tmp_path / "a_file").write_text("")
+    unwritable = run_cli("medqa", "--input", str(source), "--output", str(tmp_path / "a_file" / "o.jsonl"))
+    assert unwritable.returncode == 1 and unwritable.stderr.startswith("med-rlvr prepare: error: cannot write")
+    assert len(unwritable.stderr.splitlines()) == 1, unwritable.stderr
+    seed = run_cli("medqa", "--output", str(tmp_path / "o.jsonl"), "--seed", "3")
+    assert seed.returncode == 2 and seed.stderr.splitlines()[-1].startswith("med-rlvr prepare: error: --seed has")
+
+
 def test_written_files_get_ordinary_permissions(tmp_path):
     reference = tmp_path / "reference.txt"
     reference.write_text("x")
@@ -734,7 +752,7 @@ def test_files_that_are_not_utf8_json_get_one_line_saying_what_to_do(tmp_path):
         (broken_gzip, f"{broken_gzip}: damaged gzip file"),
     ):
         done = run_cli("medqa", "--input", str(path), "--output", str(tmp_path / "out.jsonl"))
-        assert done.returncode == 1 and done.stderr.startswith(f"prepare.py: error: {message}"), done.stderr
+        assert done.returncode == 1 and done.stderr.startswith(f"med-rlvr prepare: error: {message}"), done.stderr
         assert len(done.stderr.splitlines()) == 1, done.stderr
 
 
