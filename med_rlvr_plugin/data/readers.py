@@ -1,5 +1,4 @@
-"""Strict readers: dataset rows from the hub or a JSON, JSON-lines (either may be gzip) or parquet file,
-and the --exclude and --ids files.
+"""Strict readers of the inputs: dataset rows (hub, JSON, JSON lines, gzip, parquet), --exclude and --ids files.
 
 Nothing is silently wrong: an encoding, a layout or a repeated JSON key the reader cannot take exactly
 stops the run with the file, the line and what to do.
