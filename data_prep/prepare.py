@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from med_rlvr_plugin.data import SOURCES, DataError, prepare, summary_path
+from med_rlvr_plugin.cli import ToolError, fail, tool_parser
+from med_rlvr_plugin.data import SOURCES, DataError, PrepareOptions, prepare, summary_path
 from med_rlvr_plugin.defaults import DEV_SIZE
 
 SHOWN = 10  # rows listed per kind of finding; the summary file lists them all
@@ -29,8 +30,9 @@ def show(summary: dict, key: str, label: str, describe) -> None:
         print(f"... {len(rows) - SHOWN} more ({label}), listed in the summary file")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; a usage error prints `med-rlvr prepare: error: ...` and exits 2."""
+    parser = tool_parser("prepare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", choices=SOURCES)
     parser.add_argument("--output", required=True, help="the prompt file to write, NAME.jsonl")
     parser.add_argument(
@@ -79,37 +81,49 @@ def main(argv: list[str] | None = None) -> int:
         help="medmcqa only: cop counts from 0 (hub) or 1 (original); must agree with the file's evidence",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs and their summaries")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.seed is not None and not (args.shuffle or args.dev_output):
         parser.error("--seed has no effect without --shuffle or --dev-output")
     if args.dev_size is not None and not args.dev_output:
         parser.error("--dev-size has no effect without --dev-output")
 
+    options = dict(
+        input_path=args.input,
+        split=args.split,
+        category=args.category,
+        chat=args.chat,
+        sft=args.sft,
+        shuffle_seed=(args.seed or 0) if args.shuffle else None,
+        limit=args.limit,
+        exclude=args.exclude,
+        skip_invalid=args.skip_invalid,
+        cop_base=args.cop_base,
+        overwrite=args.overwrite,
+        ids=args.ids,
+        dev_output=args.dev_output,
+        dev_size=DEV_SIZE if args.dev_size is None else args.dev_size,
+        dev_seed=args.seed or 0,
+        verl=args.verl,
+    )
     try:
-        summary = prepare(
-            args.dataset,
-            args.output,
-            input_path=args.input,
-            split=args.split,
-            category=args.category,
-            chat=args.chat,
-            sft=args.sft,
-            shuffle_seed=(args.seed or 0) if args.shuffle else None,
-            limit=args.limit,
-            exclude=args.exclude,
-            skip_invalid=args.skip_invalid,
-            cop_base=args.cop_base,
-            overwrite=args.overwrite,
-            ids=args.ids,
-            dev_output=args.dev_output,
-            dev_size=DEV_SIZE if args.dev_size is None else args.dev_size,
-            dev_seed=args.seed or 0,
-            verl=args.verl,
-        )
-    except (DataError, OSError) as error:
-        print(f"prepare.py: error: {error}", file=sys.stderr)
-        return 1
+        PrepareOptions(args.dataset, args.output, **options)
+    except DataError as error:  # a flag combination refused before any file is read: a usage error
+        parser.error(str(error))
+    try:
+        summary = prepare(args.dataset, args.output, **options)
+    except (ToolError, OSError) as error:
+        return fail("prepare", error)
+    print_summary(summary, args.output, args.dev_output)
+    return 0
 
+
+def print_summary(summary: dict, output: str, dev_output: str | None) -> None:
+    """The findings (the first few of each kind) and the counts, then where the summary files are."""
     show(summary, "skipped", "skipped", lambda row: f"{row['location']}: field {row['field']!r}: {row['reason']}")
     show(
         summary,
@@ -152,13 +166,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{key}: {summary[key]}")
     print(f"labels: {summary['label_distribution']}")
     print(f"option counts: {summary['option_count_distribution']}")
-    print(f"summary: {summary_path(args.output)}")
-    if args.dev_output:
+    print(f"summary: {summary_path(output)}")
+    if dev_output:
         print(
-            f"dev: {args.dev_output} ({summary['rows_moved_to_dev']} rows, seed {summary['dev_seed']}); "
-            f"summary: {summary_path(args.dev_output)}"
+            f"dev: {dev_output} ({summary['rows_moved_to_dev']} rows, seed {summary['dev_seed']}); "
+            f"summary: {summary_path(dev_output)}"
         )
-    return 0
 
 
 if __name__ == "__main__":

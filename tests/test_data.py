@@ -13,7 +13,16 @@ import datasets
 import pytest
 
 from med_rlvr_plugin.cli import ToolError
-from med_rlvr_plugin.data import SOURCES, DataError, format_row, prepare, read_rows, stated_letter
+from med_rlvr_plugin.data import (
+    SOURCES,
+    DataError,
+    PrepareOptions,
+    format_row,
+    prepare,
+    read_rows,
+    stated_letter,
+)
+from med_rlvr_plugin.defaults import DEV_SIZE
 from med_rlvr_plugin.files import write_together
 from med_rlvr_plugin.prompts import render_chat_prompt, render_prompt
 
@@ -378,6 +387,10 @@ def test_exclude_drops_questions_of_another_prepared_file(tmp_path):
     )
     with pytest.raises(DataError, match="--exclude takes files written by prepare.py"):
         prepare("medqa", tmp_path / "again.jsonl", input_path=train, exclude=[train])
+    damaged = tmp_path / "damaged.jsonl"
+    damaged.write_text(test_file.read_text() + "\n{not json\n")
+    with pytest.raises(ToolError, match=f"^{damaged}:3: not JSON .*; --exclude takes files written by prepare.py$"):
+        prepare("medqa", tmp_path / "again.jsonl", input_path=train, exclude=[damaged])
 
 
 def test_output_is_deterministic_and_shuffle_is_seeded(tmp_path):
@@ -429,6 +442,43 @@ def test_flags_that_do_not_apply_are_refused(tmp_path):
         prepare("medqa", tmp_path / "out.json", input_path=source)
 
 
+@pytest.mark.parametrize(
+    "dataset, options, message",
+    [
+        ("medqa_us", {}, "unknown dataset 'medqa_us'; choose one of medqa, mmlu_pro, medmcqa, pubmedqa"),
+        ("medqa", {"output": "out.json"}, "out.json: the --output name must end in .jsonl (OpenRLHF picks"),
+        ("medqa", {"dev_output": "dev.parquet"}, "dev.parquet: the --dev-output name must end in .jsonl"),
+        ("medqa", {"verl": True}, "out.jsonl: the --output name must end in .parquet (verl reads parquet)"),
+        ("medqa", {"output": "out.parquet", "verl": True, "sft": True}, "--verl writes verl's RL layout"),
+        ("medqa", {"split": "test"}, "--split selects a hub split; with --input the file is the split"),
+        ("medqa", {"category": "health"}, "--category applies to mmlu_pro only, not medqa"),
+        ("mmlu_pro", {"cop_base": 0}, "--cop-base applies to medmcqa only, not mmlu_pro"),
+        ("medqa", {"ids": "ids.json"}, "--ids selects rows by id, and medqa rows have no id field"),
+        ("medqa", {"limit": 0}, "--limit must be at least 1, got 0"),
+        ("medqa", {"dev_output": "dev.jsonl", "dev_size": 0}, "--dev-size must be at least 1, got 0"),
+    ],
+)
+def test_prepare_options_refuse_before_any_file_is_read(tmp_path, dataset, options, message):
+    options = {"output": "out.jsonl", "input_path": tmp_path / "missing.jsonl", **options}
+    with pytest.raises(DataError) as caught:
+        PrepareOptions(dataset, **options)
+    assert str(caught.value).startswith(message)
+    with pytest.raises(DataError) as through_prepare:
+        prepare(dataset, **options)
+    assert str(through_prepare.value) == str(caught.value) and list(tmp_path.iterdir()) == []
+
+
+def test_prepare_options_normalise_what_the_pipeline_reads():
+    options = PrepareOptions("medqa", "out.parquet", verl=True, exclude=["a.jsonl"], dev_output="dev.parquet")
+    assert (options.output, options.dev_output, options.chat, options.exclude) == (
+        Path("out.parquet"),
+        Path("dev.parquet"),
+        True,
+        ("a.jsonl",),
+    )
+    assert options.dev_size == DEV_SIZE and options == dataclasses.replace(options)
+
+
 @pytest.mark.integration
 def test_command_line(tmp_path):
     source = write_jsonl(tmp_path / "phrases_no_exclude_test.jsonl", [MEDQA_4, MEDQA_5, {**MEDQA_4, "answer": "x"}])
@@ -442,6 +492,24 @@ def test_command_line(tmp_path):
     assert failed.returncode == 1 and f"{source}:3: field 'answer'" in failed.stderr
     assert not (tmp_path / "other.jsonl").exists()
     assert run_cli("medqa", "--output", str(output), "--seed", "3").returncode == 2  # --seed needs --shuffle
+
+
+@pytest.mark.integration
+def test_command_line_errors_follow_the_house_convention(tmp_path):
+    """A refused flag combination is a usage error (exit 2, after the usage line); bad input or an output
+    that cannot be written is exit 1 with one line; every error line reads `med-rlvr prepare: error:`."""
+    source = write_jsonl(tmp_path / "src.jsonl", [MEDQA_4])
+    refused = run_cli("medqa", "--input", str(source), "--verl", "--sft", "--output", str(tmp_path / "o.parquet"))
+    assert refused.returncode == 2 and refused.stderr.startswith("usage: "), refused.stderr
+    assert refused.stderr.splitlines()[-1] == (
+        "med-rlvr prepare: error: --verl writes verl's RL layout, which has no SFT target: drop --sft or --verl"
+    )
+    (tmp_path / "a_file").write_text("")
+    unwritable = run_cli("medqa", "--input", str(source), "--output", str(tmp_path / "a_file" / "o.jsonl"))
+    assert unwritable.returncode == 1 and unwritable.stderr.startswith("med-rlvr prepare: error: cannot write")
+    assert len(unwritable.stderr.splitlines()) == 1, unwritable.stderr
+    seed = run_cli("medqa", "--output", str(tmp_path / "o.jsonl"), "--seed", "3")
+    assert seed.returncode == 2 and seed.stderr.splitlines()[-1].startswith("med-rlvr prepare: error: --seed has")
 
 
 def test_written_files_get_ordinary_permissions(tmp_path):
@@ -684,7 +752,7 @@ def test_files_that_are_not_utf8_json_get_one_line_saying_what_to_do(tmp_path):
         (broken_gzip, f"{broken_gzip}: damaged gzip file"),
     ):
         done = run_cli("medqa", "--input", str(path), "--output", str(tmp_path / "out.jsonl"))
-        assert done.returncode == 1 and done.stderr.startswith(f"prepare.py: error: {message}"), done.stderr
+        assert done.returncode == 1 and done.stderr.startswith(f"med-rlvr prepare: error: {message}"), done.stderr
         assert len(done.stderr.splitlines()) == 1, done.stderr
 
 
