@@ -131,15 +131,26 @@ def read_jsonl(path: Path, fix: str, on_cut: Callable[[str], None] | None = None
     With `on_cut`, a last line without its newline that is not JSON (its writer stopped mid-line) is passed
     to it by location and skipped, instead of being an error.
     """
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as error:
-                if on_cut and not line.endswith("\n"):
-                    on_cut(f"{path}:{number}")
-                    return
-                raise ToolError(f"{path}:{number}: not JSON ({error.msg}); {fix}") from None
-            yield f"{path}:{number}", value
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as error:
+                    if on_cut and not line.endswith("\n"):
+                        on_cut(f"{path}:{number}")
+                        return
+                    raise ToolError(f"{path}:{number}: not JSON ({error.msg}); {fix}") from None
+                yield f"{path}:{number}", value
+    except UnicodeDecodeError:
+        # Text files decode ahead of the line they hand out; the bytes, read again, tell which line it is.
+        with open(path, "rb") as raw:
+            for number, line in enumerate(raw, 1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    where = f"byte 0x{line[error.start]:02x} at column {error.start + 1}"
+                    raise ToolError(f"{path}:{number}: not UTF-8 ({where}); {fix}") from None
+        raise
