@@ -1,10 +1,19 @@
-"""Per-call time of the OpenRLHF reward file, beside a floor measured in the same run.
+"""Per-call time of the grading rule and of the OpenRLHF reward file, each beside a floor measured in the same run.
 
-The floor is the shape of the common peer reward functions: one compiled regex for the format, one for
-the answer, and the returned values built as tensors. Ours does more (prompt location, also of a prompt
-truncated from the left, special-token stripping, the full format rule, the answer grammar, the leak
-check, the behaviour class, twelve logged metrics). Targets: median within 3x of the floor on realistic
-responses; a 1 MB adversarial response or prompt option line under 50 ms; time growing linearly with
+Two floors, timed alternately with what they are set against, so that load from other jobs falls on both:
+
+- The pure floor, for `verifier.grade_response` alone: the rule's shape in the fastest published medical
+  multiple-choice graders, in plain Python (the prompt and a trailing `<|endoftext|>` cut off, one format
+  `fullmatch` regex, the answer block it captures, one `findall` for letters, a float returned).
+- The tensor floor, for the reward file: the shape of the common peer reward functions (one compiled regex
+  for the format, one for the answer) with the returned values built as tensors, whose cost hides the
+  rule's own.
+
+Ours does more (prompt location, also of a prompt truncated from the left, special-token stripping, the
+full format rule, the answer grammar, the leak check; the reward file adds the behaviour class and twelve
+logged metrics). Targets: `grade_response` at most 1.5x the pure floor on realistic responses, and the
+reward file within 3x of the tensor floor; `grade_response` on a 1 MB adversarial response or prompt
+option line under 10 ms on an idle machine (the reward file under 50 ms); time growing linearly with
 length (each doubling of the input about doubles the time); rollout sampling (docs/dynamics.md) at a
 share of 0.1 within 1.25x of sampling off (a drawn call adds its JSON line and one write).
 
@@ -24,6 +33,7 @@ from unittest import mock
 import torch
 
 from med_rlvr_plugin.prompts import render_prompt
+from med_rlvr_plugin.verifier import grade_response
 
 REWARD_FILE = Path(__file__).resolve().parents[1] / "med_rlvr_plugin" / "openrlhf_reward.py"
 PROMPT = render_prompt(
@@ -37,6 +47,21 @@ WORDING = "Hepatitis B and C or E. coli (hemophilia A) with free energy (G) of t
 
 FORMAT = re.compile(r"^<think>.*?</think>\s*<answer>.*?</answer>$", re.S)
 ANSWER = re.compile(r"<answer>\s*\(?([A-J])\)?\s*</answer>")
+
+
+# The pure floor: one format regex over the whole response that also captures the answer block, then the
+# letters in that block; the first letter decides. No prompt search, no special tokens beyond one.
+PURE_FORMAT = re.compile(r"<think>.*?</think>\s*<answer>(.*?)</answer>", re.S)
+PURE_LETTER = re.compile(r"\b([A-J])\b")
+
+
+def pure_floor(query: str, prompt: str, label: str) -> float:
+    response = query[len(prompt) :].removesuffix("<|endoftext|>").strip()
+    match = PURE_FORMAT.fullmatch(response)
+    if match is None:
+        return -1.0
+    letters = PURE_LETTER.findall(match.group(1))
+    return 1.0 if letters and letters[0] == label else 0.0
 
 
 def floor_reward(queries, prompts, labels, **kwargs):
@@ -62,10 +87,32 @@ def load_reward_func(environ: dict[str, str] | None = None):
 
 
 def per_call_seconds(function, query: str, repeats: int, prompt: str = PROMPT) -> list[float]:
+    """Times of `repeats` calls of a reward function (OpenRLHF's batch of one)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         function([query], [prompt], ["C"])
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def paired_medians(ours, floor, args: tuple, repeats: int) -> tuple[float, float]:
+    """Median seconds per call of `ours(*args)` and `floor(*args)`, called alternately."""
+    ours_times, floor_times = [], []
+    for _ in range(repeats):
+        for function, times in ((ours, ours_times), (floor, floor_times)):
+            start = time.perf_counter()
+            function(*args)
+            times.append(time.perf_counter() - start)
+    return statistics.median(ours_times), statistics.median(floor_times)
+
+
+def grade_seconds(query: str, repeats: int, prompt: str = PROMPT) -> list[float]:
+    """Times of `repeats` calls of `grade_response` on one query."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        grade_response(query, prompt, "C")
         times.append(time.perf_counter() - start)
     return times
 
@@ -91,15 +138,20 @@ def main() -> None:
     args = parser.parse_args()
     reward_func = load_reward_func()
 
-    print("realistic responses: median per call (us), ours vs floor in the same run")
-    print(f"{'think words':>12} {'chars':>8} {'ours':>8} {'floor':>8} {'ratio':>6}")
+    print("realistic responses: median per call (us), each beside its floor, called alternately")
+    columns = f"{'ours':>8} {'floor':>8} {'ratio':>6}"
+    print(f"{'':>21} {'grade_response vs pure floor':<28} reward file vs tensor floor")
+    print(f"{'think words':>12} {'chars':>8} {columns}     {columns}")
     for sentences in (3, 15, 60, 240):
         response = f"<think>{SENTENCE * sentences}</think>\n<answer>C</answer><|endoftext|>"
         query = PROMPT + response
-        ours = statistics.median(per_call_seconds(reward_func, query, args.repeats)) * 1e6
-        floor = statistics.median(per_call_seconds(floor_reward, query, args.repeats)) * 1e6
+        rule, pure = paired_medians(grade_response, pure_floor, (query, PROMPT, "C"), args.repeats)
+        ours, floor = paired_medians(reward_func, floor_reward, ([query], [PROMPT], ["C"]), args.repeats)
         words = len(SENTENCE.split()) * sentences
-        print(f"{words:>12} {len(response):>8} {ours:>8.1f} {floor:>8.1f} {ours / floor:>6.2f}")
+        print(
+            f"{words:>12} {len(response):>8} {rule * 1e6:>8.1f} {pure * 1e6:>8.1f} {rule / pure:>6.2f}     "
+            f"{ours * 1e6:>8.1f} {floor * 1e6:>8.1f} {ours / floor:>6.2f}"
+        )
 
     # The floor cannot find a truncated prompt, so ours is set beside its own time on the whole prompt.
     print("\nleft-truncated prompt (OpenRLHF keeps its last tokens), 255 think words: median per call (us)")
@@ -120,29 +172,34 @@ def main() -> None:
             ours = statistics.mean(per_call_seconds(sampled, query, args.repeats)) * 1e6
             print(f"{'share ' + fraction:>24}: {ours:8.1f}   x{ours / off:.2f}")
 
-    print("\nadversarial responses: ms per call at 1 MB, and time ratio for each doubling 128 KB -> 1 MB")
+    print("\nadversarial responses: ms per call at 1 MB (the fastest of 5), and time ratio for each doubling")
+    print("128 KB -> 1 MB; grade_response alone (target 10 ms on an idle machine), then the reward file (50 ms)")
     sizes = [2**17, 2**18, 2**19, 2**20]
     for name in adversarial(1):
-        report(name, [min(per_call_seconds(reward_func, PROMPT + adversarial(size)[name], 5)) for size in sizes])
+        queries = [PROMPT + adversarial(size)[name] for size in sizes]
+        rule = [min(grade_seconds(query, 5)) for query in queries]
+        ours = [min(per_call_seconds(reward_func, query, 5)) for query in queries]
+        report(name, rule, ours)
     # A prompt is data, not policy output, but its option lines are parsed too, on the first call for that
-    # prompt (then cached): time first calls, on prompts that differ, each with one long option line.
-    times = []
+    # prompt (then cached): time first calls, on prompts that differ (and differ between the two timed
+    # functions, which share the cache), each with one long option line.
+    rule, ours = [], []
     for size in sizes:
-        prompts = [PROMPT.replace("\nA. ", f"\nA. {copy}" + " " * size + "x ", 1) for copy in range(3)]
-        times.append(
-            min(
-                per_call_seconds(reward_func, prompt + "<think>x</think><answer>C</answer>", 1, prompt)[0]
-                for prompt in prompts
-            )
-        )
-    report("spaces in an option line", times)
+        prompts = [PROMPT.replace("\nA. ", f"\nA. {copy}" + " " * size + "x ", 1) for copy in range(6)]
+        response = "<think>x</think><answer>C</answer>"
+        rule.append(min(grade_seconds(prompt + response, 1, prompt)[0] for prompt in prompts[:3]))
+        ours.append(min(per_call_seconds(reward_func, prompt + response, 1, prompt)[0] for prompt in prompts[3:]))
+    report("spaces in an option line", rule, ours)
 
 
-def report(name: str, times: list[float]) -> None:
-    """One adversarial line: the time at the largest size and the ratio for each doubling before it."""
-    ratios = " ".join(f"{later / earlier:.2f}" for earlier, later in zip(times, times[1:], strict=False))
-    over = "   OVER the 50 ms target" if times[-1] > 0.05 else ""
-    print(f"{name:>24}: {times[-1] * 1e3:7.2f} ms   doubling ratios {ratios}{over}")
+def report(name: str, rule: list[float], ours: list[float]) -> None:
+    """One adversarial line: each time at the largest size and its ratio for each doubling before it."""
+    columns = []
+    for times, target in ((rule, 0.01), (ours, 0.05)):
+        ratios = " ".join(f"{later / earlier:.2f}" for earlier, later in zip(times, times[1:], strict=False))
+        over = " OVER" if times[-1] > target else ""
+        columns.append(f"{times[-1] * 1e3:7.2f} ms{over} ({ratios})")
+    print(f"{name:>24}: grade_response {columns[0]}   reward file {columns[1]}")
 
 
 if __name__ == "__main__":

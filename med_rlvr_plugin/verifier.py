@@ -34,6 +34,11 @@ SCHEMES = ("neutral", "penalized")
 FORMATS = ("lenient", "strict")
 THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE = "<think>", "</think>", "<answer>", "</answer>"
 TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
+# The usual completion, recognized in one pass: `<` only in the four tags (so each is there once, in
+# order), non-blank thinking, only whitespace between `</think>` and `<answer>` and after `</answer>`.
+# Groups: the text before `<think>`, the thinking block, the answer block. What follows each `[^<]*` or
+# `\s*` starts with a character that it cannot match, so giving a character back fails at once.
+_USUAL = re.compile(r"([^<]*)<think>(\s*[^\s<][^<]*)</think>\s*<answer>([^<]*)</answer>\s*")
 
 # Trailing special tokens, matched on the *reversed* completion so that one anchored `match` strips any
 # run of them (with whitespace between) in linear time; a forward search for "junk up to the end" would
@@ -157,7 +162,11 @@ def config_from_env(environ: Mapping[str, str]) -> RewardConfig:
 
 @dataclass(frozen=True)
 class Grade:
-    """The verdict on one response, with what analysis and logging need to see why."""
+    """The verdict on one response, with what analysis and logging need to see why.
+
+    `grade_response` fills a new Grade's fields without calling __init__ (see there), so a field added here
+    must be set there too; tests/test_verifier.py checks that every field is.
+    """
 
     reward: float
     correct: bool  # well formed and names the gold letter; this is `scores` for OpenRLHF
@@ -188,7 +197,10 @@ def extract_completion(query: str, prompt: str) -> tuple[str, bool]:
         cut = window.rfind(last_line) if last_line else -1
         start = cut + len(last_line) if cut >= 0 else 0
     response = query[start:]
-    response = response[: len(response) - _TRAILING_SPECIALS_REVERSED.match(response[::-1]).end()]
+    # Every special token ends in `>` or `]`: a response ending in anything else but whitespace (cut off at
+    # the length limit, say) has nothing to strip and is not reversed.
+    if response[-1:] in (">", "]") or response[-1:].isspace():
+        response = response[: len(response) - _TRAILING_SPECIALS_REVERSED.match(response[::-1]).end()]
     if prompt.rstrip().endswith(THINK_OPEN):
         response = THINK_OPEN + response
     return response, found
@@ -251,6 +263,10 @@ def parse_answer_letter(block: str) -> str | None:
 
 def _parse_answer(block: str) -> tuple[str, str] | None:
     """(letter, wording after it) for an answer block, or None; the grammar of `parse_answer_letter`."""
+    # A lone letter, the commonest block by far, is answered first; the lines below read it the same way.
+    text = block.strip()
+    if len(text) == 1 and text in "ABCDEFGHIJabcdefghij":
+        return text.upper(), ""
     # Only the first 1,000 characters, whitespace collapsed, are read: room for any leading phrase and
     # option wording (MedQA's longest option has 235 characters), and a bound on the work below at any
     # block length (NFKC can turn one character into 18, at a microsecond each). `maxsplit` stops the
@@ -283,6 +299,8 @@ def parse_label(label: object) -> str:
     A label naming no letter is a configuration error, never a reward: "" is what OpenRLHF passes when
     `--data.label_key` was not given, and an integer is an option index whose base (0 or 1) is unknowable.
     """
+    if isinstance(label, str) and len(label) == 1 and label in LETTERS:
+        return label  # the usual label, as the prompt files hold it
     text = label.strip().rstrip(".").strip("()[] ").upper() if isinstance(label, str) else ""
     if len(text) == 1 and text in LETTERS:
         return text
@@ -311,19 +329,30 @@ def _normalize(text: str) -> str:
     return " ".join(text.lower().split()).strip(_EDGE_PUNCTUATION)
 
 
-def is_answer_leak(think: str, letter: str, option_text: str | None) -> bool:
+@lru_cache(maxsize=4096)
+def _leak_option(option_text: str | None) -> tuple[str | None, int]:
+    """The option's text as `is_answer_leak` compares it, and the most words a leak of it can hold.
+
+    A leak holds at most a leading phrase (up to 7 words, e.g. "**The correct answer is : **"), the letter
+    and the option's words. Cached, like `parse_options`: every response to a prompt names one of its options.
+    """
+    option = _normalize(option_text) if option_text else None
+    return option, (len(option.split()) + 10 if option else 10)
+
+
+def is_answer_leak(think: str, letter: str, option_text: str | None, *, think_words: int | None = None) -> bool:
     """Whether a thinking block merely states the chosen option instead of reasoning towards it.
 
     True when the block, compared case- and whitespace-insensitively and ignoring edge punctuation, is
     exactly: the chosen letter in any answer-block form (`C`, `(C)`, `The answer is C.`), that letter
     followed by the option's text (`C. Levothyroxine`), or the option's text alone, optionally after a
     leading phrase (`The answer is levothyroxine`). Any other word in the block counts as reasoning.
+    `think_words`, when the caller has counted them, is `len(think.split())`.
     """
-    option = _normalize(option_text) if option_text else None
-    # A leak holds at most a leading phrase (up to 7 words, e.g. "**The correct answer is : **"), the
-    # letter and the option's words; splitting no further than that keeps long reasoning unscanned.
-    limit = len(option.split()) + 10 if option else 10
-    if len(think.split(maxsplit=limit)) > limit:
+    option, limit = _leak_option(option_text)
+    # A leak holds at most `limit` words; splitting no further than that keeps long reasoning unscanned
+    # (`split(maxsplit=limit)` has more than `limit` parts exactly when the block has more than `limit` words).
+    if (len(think.split(maxsplit=limit)) if think_words is None else think_words) > limit:
         return False
     parsed = _parse_answer(think)
     if parsed and parsed[0] == letter and (not parsed[1] or _normalize(parsed[1]) == option):
@@ -341,41 +370,34 @@ def grade_response(query: str, prompt: str, label: object, config: RewardConfig 
     """
     gold = parse_label(label)
     completion, prompt_found = extract_completion(query, prompt)
-    think_open = completion.find(THINK_OPEN)
-    think_close = completion.find(THINK_CLOSE, think_open + 1) if think_open >= 0 else -1
-    think = completion[think_open + len(THINK_OPEN) : think_close] if think_close >= 0 else ""
-    preamble = think_open > 0 and not completion[:think_open].isspace()
-    think_words = len(think.split())
-
-    error, letter = None, None
-    answer_open, answer_close = completion.find(ANSWER_OPEN), completion.find(ANSWER_CLOSE)
-    if any(completion.count(tag) != 1 for tag in TAGS):
-        error = "each of <think>, </think>, <answer>, </answer> must appear exactly once"
-    elif not think_open < think_close < answer_open < answer_close:
-        error = "tags out of order: expected <think> </think> <answer> </answer>"
-    elif not think.strip():
-        error = "empty thinking block"
-    elif completion[think_close + len(THINK_CLOSE) : answer_open].strip():
-        error = "text between </think> and <answer>"
-    elif completion[answer_close + len(ANSWER_CLOSE) :].strip():
-        error = "text after </answer>"
-    elif preamble and config.format == "strict":
-        error = "text before <think> (strict format)"
+    # The usual completion is read in one pass; any other goes through the format's checks one by one,
+    # which give a usual completion the same parts and no error (tests/test_verifier.py checks both).
+    usual = _USUAL.fullmatch(completion)
+    if usual:
+        (before, think, block), error = usual.groups(), None
     else:
-        letter = parse_answer_letter(completion[answer_open + len(ANSWER_OPEN) : answer_close])
-        if letter is None:
-            error = "the answer block names no single option letter A-J"
+        before, think, block, error = _read_tags(completion)
+    preamble = before != "" and not before.isspace()
+    think_words = _count_words(think)
+    if error is None and preamble and config.format == "strict":
+        error = "text before <think> (strict format)"
+    letter = parse_answer_letter(block) if error is None else None
+    if error is None and letter is None:
+        error = "the answer block names no single option letter A-J"
 
     correct = leak = False
     if error:
         reward = -1.0
     else:
         correct = letter == gold
-        leak = is_answer_leak(think, letter, parse_options(prompt).get(letter))
+        leak = is_answer_leak(think, letter, parse_options(prompt).get(letter), think_words=think_words)
         reward = 1.0 if correct else (0.0 if config.scheme == "neutral" else -1.0)
         reward -= config.leak_penalty if leak else 0.0
         reward -= config.short_think_penalty if think_words < config.min_think_words else 0.0
-    return Grade(
+    # Grade(...) would set each field through object.__setattr__, as a frozen dataclass's __init__ does, at
+    # three times the cost; filling the new instance's dictionary at once makes the same Grade.
+    grade = object.__new__(Grade)
+    grade.__dict__.update(
         reward=max(reward, -1.0),
         correct=correct,
         well_formed=error is None,
@@ -387,3 +409,47 @@ def grade_response(query: str, prompt: str, label: object, config: RewardConfig 
         completion=completion,
         prompt_found=prompt_found,
     )
+    return grade
+
+
+def _read_tags(completion: str) -> tuple[str, str, str, str | None]:
+    """(text before `<think>`, thinking block, answer block, why the tags make the completion malformed).
+
+    The format's checks up to the answer, in the rule's order, for any completion. The thinking block
+    runs from the first `<think>` to the first `</think>` after it, also in a malformed completion
+    (its words and the preamble are reported); the answer block is read only when the tags are right.
+    """
+    think_open = completion.find(THINK_OPEN)
+    think_close = completion.find(THINK_CLOSE, think_open + 1) if think_open >= 0 else -1
+    before = completion[:think_open] if think_open > 0 else ""
+    think = completion[think_open + len(THINK_OPEN) : think_close] if think_close >= 0 else ""
+    answer_open, answer_close = completion.find(ANSWER_OPEN), completion.find(ANSWER_CLOSE)
+    if any(completion.count(tag) != 1 for tag in TAGS):
+        error = "each of <think>, </think>, <answer>, </answer> must appear exactly once"
+    elif not think_open < think_close < answer_open < answer_close:
+        error = "tags out of order: expected <think> </think> <answer> </answer>"
+    elif not think.strip():
+        error = "empty thinking block"
+    elif completion[think_close + len(THINK_CLOSE) : answer_open].strip():
+        error = "text between </think> and <answer>"
+    elif completion[answer_close + len(ANSWER_CLOSE) :].strip():
+        error = "text after </answer>"
+    else:
+        return before, think, completion[answer_open + len(ANSWER_OPEN) : answer_close], None
+    return before, think, "", error
+
+
+# For `_count_words`: each ASCII character as b" " when str.split() splits at it, else as b"x" (a
+# translation table has 256 entries; ASCII text only meets the first 128).
+_SPACE_OR_WORD = bytes(32 if chr(code).isspace() else 120 for code in range(128)) + bytes(128)
+
+
+def _count_words(text: str) -> int:
+    """`len(text.split())`; for ASCII text without building the words, twice as fast on a thinking block.
+
+    Each character becomes b" " (whitespace) or b"x"; behind a leading space, every word then starts with
+    exactly one b" x". Other text is split.
+    """
+    if not text.isascii():
+        return len(text.split())
+    return (" " + text).encode().translate(_SPACE_OR_WORD).count(b" x")

@@ -1,5 +1,6 @@
 """The grading rule, rule by rule, on responses to a prompt rendered with the project's own template."""
 
+import dataclasses
 import json
 
 import pytest
@@ -8,7 +9,10 @@ from hypothesis import strategies as st
 
 from med_rlvr_plugin.prompts import render_prompt
 from med_rlvr_plugin.verifier import (
+    _USUAL,
+    Grade,
     RewardConfig,
+    _read_tags,
     config_from_env,
     extract_completion,
     grade_response,
@@ -509,3 +513,49 @@ def test_answer_leak_with_a_long_option_and_a_long_leading_phrase():
     assert is_answer_leak(f"The correct answer is {option}", "C", option)
     assert not is_answer_leak(f"**The correct answer is :** C. {option}, since T4 is low.", "C", option)
     assert not is_answer_leak(f"C. {option} " + "reasoning " * 10000, "C", option)
+
+
+# Responses shaped like well-formed ones, with any text (tags and `<` included) in each part.
+PARTS = st.one_of(st.text("aC .\n\u3000", max_size=8), st.text("a <>/", max_size=6), FRAGMENTS)
+GAPS = st.sampled_from(["", " ", "\n \u3000", "x", "<", "</answer>"])
+SHAPED = st.tuples(PARTS, PARTS, GAPS, PARTS, GAPS).map(
+    lambda parts: "{}<think>{}</think>{}<answer>{}</answer>{}".format(*parts)
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(response=st.one_of(RESPONSES, SHAPED))
+def test_the_one_pass_reading_of_a_usual_completion_agrees_with_the_checks(response):
+    # grade_response reads a usual completion with one regular expression and any other with the format's
+    # checks one by one; wherever the first applies, the second must give the same parts and no error.
+    usual = _USUAL.fullmatch(response)
+    if usual:
+        assert _read_tags(response) == (*usual.groups(), None)
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        f" <think>TSH > 10 mU/L and free T4 < 0.8 ng/dL. {REASONING}</think><answer>C</answer>",
+        f" <think>{REASONING}</think><answer>C. Levothyroxine, < 1.6 ug/kg/day</answer>",
+        f" <think>{REASONING} (a ratio <1)</think>\n<answer>(C)</answer><|im_end|>",
+    ],
+)
+def test_a_less_than_sign_in_a_well_formed_response_changes_nothing(response):
+    verdict = grade(response)
+    assert (verdict.well_formed, verdict.reward, verdict.letter) == (True, 1.0, "C")
+
+
+@settings(max_examples=400, deadline=None)
+@given(think=st.text(st.sampled_from("ab. \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u2028\u3000\u200bé"), max_size=60))
+def test_think_words_are_the_whitespace_separated_words(think):
+    assert grade(f"<think>{think}</think><answer>C</answer>").think_words == len(think.split())
+
+
+def test_a_grade_is_a_frozen_dataclass_with_exactly_its_fields():
+    for response in (WELL_FORMED[0], " <think></think><answer>C</answer>", "no tags"):
+        verdict = grade(response)
+        assert vars(verdict).keys() == {field.name for field in dataclasses.fields(Grade)}
+        assert Grade(**vars(verdict)) == verdict and hash(Grade(**vars(verdict))) == hash(verdict)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            verdict.reward = 1.0
