@@ -137,7 +137,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2000, help="calls per realistic response length")
     args = parser.parse_args()
     reward_func = load_reward_func()
+    realistic(reward_func, args.repeats)
+    truncated(reward_func, args.repeats)
+    adapters(reward_func, args.repeats)
+    sampling(reward_func, args.repeats)
+    adversarial_inputs(reward_func)
 
+
+def realistic(reward_func, repeats: int) -> None:
     print("realistic responses: median per call (us), each beside its floor, called alternately")
     columns = f"{'ours':>8} {'floor':>8} {'ratio':>6}"
     print(f"{'':>21} {'grade_response vs pure floor':<28} reward file vs tensor floor")
@@ -145,33 +152,56 @@ def main() -> None:
     for sentences in (3, 15, 60, 240):
         response = f"<think>{SENTENCE * sentences}</think>\n<answer>C</answer><|endoftext|>"
         query = PROMPT + response
-        rule, pure = paired_medians(grade_response, pure_floor, (query, PROMPT, "C"), args.repeats)
-        ours, floor = paired_medians(reward_func, floor_reward, ([query], [PROMPT], ["C"]), args.repeats)
+        rule, pure = paired_medians(grade_response, pure_floor, (query, PROMPT, "C"), repeats)
+        ours, floor = paired_medians(reward_func, floor_reward, ([query], [PROMPT], ["C"]), repeats)
         words = len(SENTENCE.split()) * sentences
         print(
             f"{words:>12} {len(response):>8} {rule * 1e6:>8.1f} {pure * 1e6:>8.1f} {rule / pure:>6.2f}     "
             f"{ours * 1e6:>8.1f} {floor * 1e6:>8.1f} {ours / floor:>6.2f}"
         )
 
+
+def truncated(reward_func, repeats: int) -> None:
     # The floor cannot find a truncated prompt, so ours is set beside its own time on the whole prompt.
     print("\nleft-truncated prompt (OpenRLHF keeps its last tokens), 255 think words: median per call (us)")
     response = f"<think>{SENTENCE * 15}</think>\n<answer>C</answer><|endoftext|>"
     for label, kept in (("whole prompt", len(PROMPT)), ("half survives", len(PROMPT) // 2), ("10 chars survive", 10)):
-        ours = statistics.median(per_call_seconds(reward_func, PROMPT[-kept:] + response, args.repeats)) * 1e6
+        ours = statistics.median(per_call_seconds(reward_func, PROMPT[-kept:] + response, repeats)) * 1e6
         print(f"{label:>24}: {ours:8.1f}")
 
+
+def adapters(reward_func, repeats: int) -> None:
+    """verl's compute_score and TRL's reward function beside the reward file, on the same sample: each
+    adapter grades once through the same core, so the ratio is its own overhead."""
+    from med_rlvr_plugin.trl_reward import med_rlvr_reward
+    from med_rlvr_plugin.verl_reward import compute_score
+
+    print("\nadapters, 255 think words: median per call (us), beside the reward file called alternately")
+    response = f"<think>{SENTENCE * 15}</think>\n<answer>C</answer>"
+    calls = {
+        "verl compute_score": lambda: compute_score("medqa", response, "C", {"prompt": PROMPT}),
+        "TRL med_rlvr_reward": lambda: med_rlvr_reward([PROMPT], [response], label=["C"]),
+    }
+    for name, call in calls.items():
+        ours, file = paired_medians(call, lambda: reward_func([PROMPT + response], [PROMPT], ["C"]), (), repeats)
+        print(f"{name:>24}: {ours * 1e6:8.1f}   reward file {file * 1e6:8.1f}   x{ours / file:.2f}")
+
+
+def sampling(reward_func, repeats: int) -> None:
     # Rollout sampling: a random draw per call, and for the drawn ones a JSON line appended under a lock.
     # The mean is what a step pays: a share of calls costs more, the rest nothing.
     print("\nrollout sampling, 255 think words: mean per call (us), and against sampling off in the same run")
     query = PROMPT + f"<think>{SENTENCE * 15}</think>\n<answer>C</answer><|endoftext|>"
-    off = statistics.mean(per_call_seconds(reward_func, query, args.repeats)) * 1e6
+    off = statistics.mean(per_call_seconds(reward_func, query, repeats)) * 1e6
     print(f"{'off':>24}: {off:8.1f}")
     with tempfile.TemporaryDirectory() as folder:
         for fraction in ("0.01", "0.1", "1"):
             sampled = load_reward_func({"MED_RLVR_ROLLOUT_SAMPLES": fraction, "MED_RLVR_ROLLOUT_DIR": folder})
-            ours = statistics.mean(per_call_seconds(sampled, query, args.repeats)) * 1e6
+            ours = statistics.mean(per_call_seconds(sampled, query, repeats)) * 1e6
             print(f"{'share ' + fraction:>24}: {ours:8.1f}   x{ours / off:.2f}")
 
+
+def adversarial_inputs(reward_func) -> None:
     print("\nadversarial responses: ms per call at 1 MB (the fastest of 5), and time ratio for each doubling")
     print("128 KB -> 1 MB; grade_response alone (target 10 ms on an idle machine), then the reward file (50 ms)")
     sizes = [2**17, 2**18, 2**19, 2**20]
