@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 
 from med_rlvr_plugin import launcher
+from med_rlvr_plugin.launcher.manifest import write_manifest
+from med_rlvr_plugin.launcher.openrlhf_cli import openrlhf_ray_env, parse_openrlhf_args
+from med_rlvr_plugin.launcher.plan import model_parameters, ppo_plan
 from med_rlvr_plugin.verifier import parse_options
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,7 +94,8 @@ def test_recovered_parser_is_the_installed_one(module: str, cpu_standins: Path) 
         [
             sys.executable,
             "-c",
-            f"from med_rlvr_plugin.launcher import parse_openrlhf_args; parse_openrlhf_args({module!r}, ['--help'])",
+            "from med_rlvr_plugin.launcher.openrlhf_cli import parse_openrlhf_args; "
+            f"parse_openrlhf_args({module!r}, ['--help'])",
         ],
         env=env,
         capture_output=True,
@@ -305,7 +309,7 @@ def test_model_parameters_counts_what_the_weights_hold(tiny_qwen2: Path) -> None
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_qwen2)
-    assert launcher.model_parameters(str(tiny_qwen2)) == sum(parameter.numel() for parameter in model.parameters())
+    assert model_parameters(str(tiny_qwen2)) == sum(parameter.numel() for parameter in model.parameters())
 
 
 def test_plan_sizes_checkpoints_from_parameters_and_the_save_schedule() -> None:
@@ -339,8 +343,8 @@ def test_plan_sizes_checkpoints_from_parameters_and_the_save_schedule() -> None:
         "2",
         "--ckpt.save_hf",
     ]
-    args = launcher.parse_openrlhf_args(launcher.PPO_MODULE, flags + ["--ckpt.best_metric_key", "none"])
-    plan = launcher.ppo_plan(args, train_rows=80, eval_rows=50, parameters=10**9)
+    args = parse_openrlhf_args(launcher.PPO_MODULE, flags + ["--ckpt.best_metric_key", "none"])
+    plan = ppo_plan(args, train_rows=80, eval_rows=50, parameters=10**9)
     assert plan["steps"] == 40 and plan["checkpoints"]["count"] == 4 and plan["eval"]["evals"] == 4
     assert plan["disk_bytes"] == {
         "deepspeed_set": 28 * 10**9,
@@ -348,7 +352,7 @@ def test_plan_sizes_checkpoints_from_parameters_and_the_save_schedule() -> None:
         "total": (2 * 28 + 4 * 2 + 2) * 10**9,
     }
     assert plan["eval"]["rounds_each"] == 7 and plan["eval"]["share_of_generation"] == 4 * 7 / 40
-    best = launcher.ppo_plan(launcher.parse_openrlhf_args(launcher.PPO_MODULE, flags), 80, 50, 10**9)
+    best = ppo_plan(parse_openrlhf_args(launcher.PPO_MODULE, flags), 80, 50, 10**9)
     assert best["disk_bytes"]["total"] == (3 * 28 + 8 * 2 + 2) * 10**9
 
 
@@ -390,9 +394,9 @@ def test_output_folder_is_never_reused_silently(data_dir: Path) -> None:
 
 def test_write_manifest_is_atomic_and_never_overwrites(tmp_path: Path) -> None:
     path = tmp_path / "run" / "manifest.json"
-    launcher.write_manifest(path, {"run_name": "first"})
+    write_manifest(path, {"run_name": "first"})
     with pytest.raises(launcher.LaunchError, match="exists"):
-        launcher.write_manifest(path, {"run_name": "second"})
+        write_manifest(path, {"run_name": "second"})
     assert json.loads(path.read_text()) == {"run_name": "first"}
     assert [p.name for p in path.parent.iterdir()] == ["manifest.json"]  # no temporary file left behind
 
@@ -401,7 +405,7 @@ def test_openrlhf_ray_env_is_what_openrlhf_would_set(monkeypatch: pytest.MonkeyP
     """The driver's ray.init replaces OpenRLHF's; it must carry the same variables, read from its source."""
     monkeypatch.setenv("NCCL_DEBUG", "INFO")
     source = Path(importlib.util.find_spec(launcher.PPO_MODULE).origin).read_text()
-    env = launcher.openrlhf_ray_env()
+    env = openrlhf_ray_env()
     assert set(env) == {"TOKENIZERS_PARALLELISM", "NCCL_DEBUG", "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS"}
     assert all(f'"{name}"' in source for name in env)
     assert env["NCCL_DEBUG"] == "INFO"

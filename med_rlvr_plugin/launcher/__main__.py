@@ -1,0 +1,115 @@
+"""The launcher's command line: `python3 -m med_rlvr_plugin.launcher ppo|sft|sample ...` (see the package)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from med_rlvr_plugin import launcher
+from med_rlvr_plugin.defaults import CHECKPOINTS, EVAL_SHARE
+from med_rlvr_plugin.launcher import PPO_MODULE, SFT_MODULE, LaunchError, sample_rows
+from med_rlvr_plugin.launcher.checks import check_disk, reward_env
+from med_rlvr_plugin.launcher.manifest import build_manifest, claim_output_dir, write_manifest
+from med_rlvr_plugin.launcher.plan import _size, describe_ppo_plan
+from med_rlvr_plugin.launcher.ray_job import run_ppo
+from med_rlvr_plugin.launcher.runs import check_ppo, check_sft, local_gpus, run_flags
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m med_rlvr_plugin.launcher", description=launcher.__doc__.split("\n")[0]
+    )
+    commands = parser.add_subparsers(dest="kind", required=True)
+    sample = commands.add_parser("sample", help="write the built-in sample prompt file")
+    sample.add_argument("file", type=Path)
+    sample.add_argument("--sft", action="store_true", help="with the SFT target column `response`")
+    for kind in ("ppo", "sft"):
+        command = commands.add_parser(kind, help=f"check, record and start an OpenRLHF {kind.upper()} run")
+        command.add_argument("--output-dir", type=Path, required=True, help="the run's folder; holds the manifest")
+        command.add_argument("--run-name", required=True)
+        command.add_argument("--launch-command", default="", help="the launch script's command line, for the manifest")
+        command.add_argument("--dry-run", action="store_true", help="check and print only")
+        command.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
+        command.add_argument("--wandb-project", help="log to this wandb project; the key comes from WANDB_API_KEY")
+        command.add_argument("--tensorboard", action="store_true", help="log to OUTPUT_DIR/tensorboard")
+        command.add_argument(
+            "--checkpoints", type=int, default=CHECKPOINTS, help="checkpoints over the run (sets --ckpt.save_steps)"
+        )
+        command.add_argument(
+            "--builtin-sample", action="store_true", help="the data is the built-in sample: plan for MedQA's sizes"
+        )
+        if kind == "ppo":
+            command.add_argument(
+                "--eval-share",
+                type=float,
+                default=EVAL_SHARE,
+                help="periodic eval's generation, as a share of training's",
+            )
+            command.add_argument(
+                "--reward-server",
+                action="store_true",
+                help="grade through a reward server (serve.py) on the head node",
+            )
+        else:
+            command.add_argument("--num-gpus", type=int, required=True, help="deepspeed --num_gpus")
+        command.add_argument("trainer_args", nargs=argparse.REMAINDER, help="-- then the OpenRLHF flags")
+    options = parser.parse_args(argv)
+
+    if options.kind == "sample":
+        options.file.write_text("".join(json.dumps(row) + "\n" for row in sample_rows(options.sft)), encoding="utf-8")
+        return 0
+    script_args = options.trainer_args[1:] if options.trainer_args[:1] == ["--"] else options.trainer_args
+    try:
+        if options.checkpoints < 1 or options.kind == "ppo" and not 0 < options.eval_share:
+            raise LaunchError("--checkpoints must be at least 1 and --eval-share above 0")
+        manifest_path = claim_output_dir(options.output_dir, options.resume)
+        checked = (check_ppo if options.kind == "ppo" else check_sft)(run_flags(options) + script_args, options)
+        if options.kind == "ppo":
+            command = ["python3", "-m", PPO_MODULE, *checked.trainer_args]
+        else:
+            command = ["deepspeed", "--num_gpus", str(options.num_gpus), "--module", SFT_MODULE, *checked.trainer_args]
+        print("med-rlvr: OpenRLHF accepts the command:\n" + shlex.join(command).replace(" --", " \\\n    --"))
+        if options.kind == "ppo":
+            gpus = checked.args.actor.num_nodes * checked.args.actor.num_gpus_per_node
+            print(describe_ppo_plan(checked.plan, gpus))
+            print(f"med-rlvr: reward configuration for every Ray actor: {reward_env()}")
+        else:
+            disk = checked.plan["disk_bytes"]
+            print(
+                f"med-rlvr: plan: {checked.plan['steps']} optimizer steps, a checkpoint every {checked.plan['checkpoints']['every']}"
+                f" = {checked.plan['checkpoints']['count']}; estimated peak disk {_size(disk['total']) if disk else 'unknown'}"
+            )
+        if options.dry_run:
+            # The run's disk is the cluster's, which may not be this machine's: a shortfall here only warns.
+            try:
+                print(
+                    f"med-rlvr: disk here: {check_disk(options.output_dir, (checked.plan['disk_bytes'] or {}).get('total'))}"
+                )
+            except LaunchError as error:
+                print(f"med-rlvr: warning: {error}")
+            print("med-rlvr: dry run: every check passed; nothing was started or written")
+            return 0
+        if options.kind == "ppo":
+            run_ppo(options, checked, command, manifest_path)
+            return 0
+        if local_gpus() < options.num_gpus:
+            raise LaunchError(
+                f"--gpus-per-node {options.num_gpus} but this node has {local_gpus()} GPUs visible "
+                "(CUDA_VISIBLE_DEVICES, nvidia-smi); lower --gpus-per-node or run on a GPU node"
+            )
+        print(f"med-rlvr: disk: {check_disk(options.output_dir, (checked.plan['disk_bytes'] or {}).get('total'))}")
+        write_manifest(manifest_path, build_manifest(options, command, checked.args, checked.data, checked.plan))
+        print(f"med-rlvr: manifest {manifest_path}", flush=True)
+        os.execvp(command[0], command)
+    except LaunchError as error:
+        print(f"med-rlvr: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
