@@ -392,6 +392,20 @@ def test_output_folder_is_never_reused_silently(data_dir: Path) -> None:
     assert "--ckpt.load_enable" in printed_command(resumed.stdout)
 
 
+def test_errors_follow_the_command_line_convention(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A flag combination refused before any input is read: exit 2 after the usage line; bad input: exit 1.
+    Both print one line `med-rlvr launch: error: ...`."""
+    from med_rlvr_plugin.launcher.__main__ import main
+
+    with pytest.raises(SystemExit) as usage:
+        main(["ppo", "--output-dir", str(tmp_path / "run"), "--run-name", "r", "--checkpoints", "0"])
+    assert usage.value.code == 2
+    assert "med-rlvr launch: error: --checkpoints must be at least 1" in capsys.readouterr().err
+    assert main(["sft", "--output-dir", "relative/run", "--run-name", "r", "--num-gpus", "1"]) == 1
+    assert capsys.readouterr().err.startswith("med-rlvr launch: error: --output-dir relative/run must be absolute")
+    assert not (tmp_path / "run").exists()
+
+
 def test_write_manifest_is_atomic_and_never_overwrites(tmp_path: Path) -> None:
     path = tmp_path / "run" / "manifest.json"
     write_manifest(path, {"run_name": "first"})

@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 from med_rlvr_plugin import launcher
+from med_rlvr_plugin.cli import ToolError, fail, tool_parser
 from med_rlvr_plugin.defaults import CHECKPOINTS, EVAL_SHARE
+from med_rlvr_plugin.files import write_together
 from med_rlvr_plugin.launcher import PPO_MODULE, SFT_MODULE, LaunchError, sample_rows
 from med_rlvr_plugin.launcher.checks import check_disk, reward_env
 from med_rlvr_plugin.launcher.manifest import build_manifest, claim_output_dir, write_manifest
@@ -20,8 +22,8 @@ from med_rlvr_plugin.launcher.runs import check_ppo, check_sft, local_gpus, run_
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python3 -m med_rlvr_plugin.launcher", description=launcher.__doc__.split("\n")[0]
+    parser = tool_parser(
+        "launch", prog="python3 -m med_rlvr_plugin.launcher", description=launcher.__doc__.split("\n")[0]
     )
     commands = parser.add_subparsers(dest="kind", required=True)
     sample = commands.add_parser("sample", help="write the built-in sample prompt file")
@@ -60,12 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
 
     if options.kind == "sample":
-        options.file.write_text("".join(json.dumps(row) + "\n" for row in sample_rows(options.sft)), encoding="utf-8")
+        write_together({options.file: [json.dumps(row) + "\n" for row in sample_rows(options.sft)]})
         return 0
+    if options.checkpoints < 1 or options.kind == "ppo" and not 0 < options.eval_share:
+        parser.error("--checkpoints must be at least 1 and --eval-share above 0")
     script_args = options.trainer_args[1:] if options.trainer_args[:1] == ["--"] else options.trainer_args
     try:
-        if options.checkpoints < 1 or options.kind == "ppo" and not 0 < options.eval_share:
-            raise LaunchError("--checkpoints must be at least 1 and --eval-share above 0")
         manifest_path = claim_output_dir(options.output_dir, options.resume)
         checked = (check_ppo if options.kind == "ppo" else check_sft)(run_flags(options) + script_args, options)
         if options.kind == "ppo":
@@ -105,9 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         write_manifest(manifest_path, build_manifest(options, command, checked.args, checked.data, checked.plan))
         print(f"med-rlvr: manifest {manifest_path}", flush=True)
         os.execvp(command[0], command)
-    except LaunchError as error:
-        print(f"med-rlvr: error: {error}", file=sys.stderr)
-        return 1
+    except ToolError as error:
+        return fail("launch", error)
     return 0
 
 
