@@ -1,27 +1,29 @@
-"""The launcher's command line: `python3 -m med_rlvr_plugin.launcher ppo|sft|sample ...` (see the package)."""
+"""The launcher's command line: `python3 -m med_rlvr_plugin.launcher ppo|sft|sample ...` (see the package).
+
+Flags, what is printed and the exit codes only; everything it checks or starts is the package's.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
 
 from med_rlvr_plugin import launcher
-from med_rlvr_plugin.cli import ToolError, fail, tool_parser
+from med_rlvr_plugin.cli import ToolError, ToolParser, fail, tool_parser
 from med_rlvr_plugin.defaults import CHECKPOINTS, EVAL_SHARE
 from med_rlvr_plugin.files import write_together
-from med_rlvr_plugin.launcher import PPO_MODULE, SFT_MODULE, LaunchError, sample_rows
+from med_rlvr_plugin.launcher import sample_rows
 from med_rlvr_plugin.launcher.checks import check_disk, reward_env
-from med_rlvr_plugin.launcher.manifest import build_manifest, claim_output_dir, write_manifest
-from med_rlvr_plugin.launcher.plan import _size, describe_ppo_plan
+from med_rlvr_plugin.launcher.manifest import claim_output_dir
+from med_rlvr_plugin.launcher.plan import describe_ppo_plan, describe_sft_plan
 from med_rlvr_plugin.launcher.ray_job import run_ppo
-from med_rlvr_plugin.launcher.runs import check_ppo, check_sft, local_gpus, run_flags
+from med_rlvr_plugin.launcher.runs import check_ppo, check_sft, run_flags, run_sft
 
 
-def main(argv: list[str] | None = None) -> int:
+def launch_parser() -> ToolParser:
     parser = tool_parser(
         "launch", prog="python3 -m med_rlvr_plugin.launcher", description=launcher.__doc__.split("\n")[0]
     )
@@ -59,8 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             command.add_argument("--num-gpus", type=int, required=True, help="deepspeed --num_gpus")
         command.add_argument("trainer_args", nargs=argparse.REMAINDER, help="-- then the OpenRLHF flags")
-    options = parser.parse_args(argv)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = launch_parser()
+    options = parser.parse_args(argv)
     if options.kind == "sample":
         write_together({options.file: [json.dumps(row) + "\n" for row in sample_rows(options.sft)]})
         return 0
@@ -70,43 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest_path = claim_output_dir(options.output_dir, options.resume)
         checked = (check_ppo if options.kind == "ppo" else check_sft)(run_flags(options) + script_args, options)
+        print("med-rlvr: OpenRLHF accepts the command:\n" + shlex.join(checked.command).replace(" --", " \\\n    --"))
         if options.kind == "ppo":
-            command = ["python3", "-m", PPO_MODULE, *checked.trainer_args]
-        else:
-            command = ["deepspeed", "--num_gpus", str(options.num_gpus), "--module", SFT_MODULE, *checked.trainer_args]
-        print("med-rlvr: OpenRLHF accepts the command:\n" + shlex.join(command).replace(" --", " \\\n    --"))
-        if options.kind == "ppo":
-            gpus = checked.args.actor.num_nodes * checked.args.actor.num_gpus_per_node
-            print(describe_ppo_plan(checked.plan, gpus))
+            print(describe_ppo_plan(checked.args, checked.plan))
             print(f"med-rlvr: reward configuration for every Ray actor: {reward_env()}")
         else:
-            disk = checked.plan["disk_bytes"]
-            print(
-                f"med-rlvr: plan: {checked.plan['steps']} optimizer steps, a checkpoint every {checked.plan['checkpoints']['every']}"
-                f" = {checked.plan['checkpoints']['count']}; estimated peak disk {_size(disk['total']) if disk else 'unknown'}"
-            )
+            print(describe_sft_plan(checked.plan))
         if options.dry_run:
-            # The run's disk is the cluster's, which may not be this machine's: a shortfall here only warns.
-            try:
-                print(
-                    f"med-rlvr: disk here: {check_disk(options.output_dir, (checked.plan['disk_bytes'] or {}).get('total'))}"
-                )
-            except LaunchError as error:
-                print(f"med-rlvr: warning: {error}")
+            check_disk(options.output_dir, checked.plan, dry_run=True)
             print("med-rlvr: dry run: every check passed; nothing was started or written")
-            return 0
-        if options.kind == "ppo":
-            run_ppo(options, checked, command, manifest_path)
-            return 0
-        if local_gpus() < options.num_gpus:
-            raise LaunchError(
-                f"--gpus-per-node {options.num_gpus} but this node has {local_gpus()} GPUs visible "
-                "(CUDA_VISIBLE_DEVICES, nvidia-smi); lower --gpus-per-node or run on a GPU node"
-            )
-        print(f"med-rlvr: disk: {check_disk(options.output_dir, (checked.plan['disk_bytes'] or {}).get('total'))}")
-        write_manifest(manifest_path, build_manifest(options, command, checked.args, checked.data, checked.plan))
-        print(f"med-rlvr: manifest {manifest_path}", flush=True)
-        os.execvp(command[0], command)
+        elif options.kind == "ppo":
+            run_ppo(options, checked, manifest_path)
+        else:
+            run_sft(options, checked, manifest_path)
     except ToolError as error:
         return fail("launch", error)
     return 0

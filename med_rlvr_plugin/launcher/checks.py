@@ -12,24 +12,32 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from med_rlvr_plugin.launcher.errors import LaunchError
-from med_rlvr_plugin.launcher.plan import _size
+from med_rlvr_plugin.launcher.plan import gigabytes
 from med_rlvr_plugin.openrlhf_reward import rollout_sampling
-from med_rlvr_plugin.verifier import ROLLOUT_ENV_VARS, config_from_env, parse_label, parse_options
+from med_rlvr_plugin.verifier import ROLLOUT_ENV_VARS, config_from_env, grade_response, parse_label, parse_options
 
 # Forwarded to every Ray actor besides MED_RLVR_*: the wandb logger in OpenRLHF's trainer actor reads it.
 FORWARDED_SECRETS = ("WANDB_API_KEY",)
 
 
-def check_disk(output_dir: Path, needed: int | None) -> str:
-    """Free space where the run writes against the plan's estimate; LaunchError when it does not fit."""
+def check_disk(output_dir: Path, plan: dict, dry_run: bool) -> None:
+    """Free space where the run writes against the plan's estimate, printed; LaunchError when it does not fit.
+
+    A dry run only warns: the run's disk is the cluster's, which may not be this machine's.
+    """
     existing = next(parent for parent in (output_dir, *output_dir.parents) if parent.exists())
     free = shutil.disk_usage(existing).free
+    needed = (plan["disk_bytes"] or {}).get("total")
     if needed and needed > free:
-        raise LaunchError(
-            f"the run needs about {_size(needed)} of disk and {existing} has {_size(free)} free: choose another "
-            "--output-dir, fewer --checkpoints, or -- --ckpt.max_num 1 (docs/launch.md, 'Disk')"
+        error = (
+            f"the run needs about {gigabytes(needed)} of disk and {existing} has {gigabytes(free)} free: choose "
+            "another --output-dir, fewer --checkpoints, or -- --ckpt.max_num 1 (docs/launch.md, 'Disk')"
         )
-    return f"{_size(free)} free in {existing}"
+        if not dry_run:
+            raise LaunchError(error)
+        print(f"med-rlvr: warning: {error}")
+    else:
+        print(f"med-rlvr: disk{' here' if dry_run else ''}: {gigabytes(free)} free in {existing}")
 
 
 def quiet_strategy(args: SimpleNamespace) -> SimpleNamespace:
@@ -61,7 +69,8 @@ def load_prompt_rows(files: str, args: SimpleNamespace, split: str, probs: str |
 
 
 def check_prompt_data(files: str, args: SimpleNamespace, split: str, probs: str | None = None) -> tuple:
-    """The (datasources, prompts, labels) OpenRLHF's PromptDataset makes of `files`; every label a letter of its prompt."""
+    """The (datasources, prompts, labels) OpenRLHF's PromptDataset makes of `files`; every label a letter of
+    its prompt."""
     from openrlhf.datasets import PromptDataset
 
     tokenizer = None
@@ -84,6 +93,28 @@ def check_prompt_data(files: str, args: SimpleNamespace, split: str, probs: str 
         if letter not in parse_options(prompt):
             raise LaunchError(f"{files}, row {index}: label {letter} is not one of the prompt's options")
     return dataset.datasources, dataset.prompts, dataset.labels
+
+
+def check_sft_data(args: SimpleNamespace) -> list:
+    """The SFT rows as OpenRLHF's SFT dataset reads them, every target graded a well-formed correct answer
+    by the verifier (a wrong or malformed target would teach it)."""
+    from openrlhf.datasets.sft_dataset import preprocess_data
+
+    rows = load_prompt_rows(args.data.dataset, args, args.data.dataset_split, args.data.dataset_probs)
+    for index, row in enumerate(rows):
+        try:
+            prompt, response = preprocess_data(
+                row, args.data.input_template, args.data.input_key, args.data.output_key
+            )
+            grade = grade_response(prompt + response, prompt, row["label"])
+        except (KeyError, ValueError) as error:
+            raise LaunchError(f"{args.data.dataset}, row {index}: {type(error).__name__}: {error}") from None
+        if not grade.correct:
+            raise LaunchError(
+                f"{args.data.dataset}, row {index}: the SFT target is not a well-formed correct answer "
+                f"({grade.error or 'wrong letter'}); prepare the file with `data_prep/prepare.py --sft`"
+            )
+    return rows
 
 
 def check_not_test_sets(files: str) -> None:
@@ -146,6 +177,19 @@ def check_reward(reward_url: list[str], prompt: str, label: str) -> dict[str, fl
             "wrong >= malformed = -1.0"
         )
     return rewards
+
+
+def check_reward_server(prompt: str, label: str, rewards: dict[str, float]) -> dict[str, float]:
+    """`--reward-server`: the service `run_ppo` starts, here on loopback, grades as the reward file does."""
+    server, url = start_reward_server("127.0.0.1")
+    try:
+        served = check_reward([url], prompt, label)
+    finally:
+        server.terminate()
+        server.wait()
+    if served != rewards:
+        raise LaunchError(f"the reward server grades the samples {served}, the reward file {rewards}")
+    return served
 
 
 def start_reward_server(host: str) -> tuple[subprocess.Popen, str]:

@@ -1,7 +1,8 @@
 """The run plan: whole rollouts, an even split over the ranks, eval and checkpoint intervals, checkpoint disk.
 
-Every number comes from OpenRLHF's own rules (docs/launch.md, "Run plan"), so that a layout or batch size
-that would hang or waste a GPU run is refused here, without a GPU.
+Every number follows OpenRLHF 0.11.2's own rules (docs/launch.md, "Run plan"; tests/test_launch_plan.py
+runs OpenRLHF's code to compare), so that a layout or batch size that would hang or fail a GPU run is
+refused here, without a GPU.
 """
 
 from __future__ import annotations
@@ -39,18 +40,37 @@ KNOWN_CONFIGS = {
 README_TRAIN_ROWS, README_DEV_ROWS = MEDQA_TRAIN_ROWS - DEV_SIZE, DEV_SIZE
 
 
-def check_batch_sizes(args: SimpleNamespace, gpus_of: dict[str, int] | None = None) -> None:
-    """DeepSpeed's gradient accumulation must be a whole number >= 1; otherwise only a GPU run finds out.
+def trained_models(args: SimpleNamespace, sft_gpus: int | None = None) -> dict[str, tuple[int, int]]:
+    """Each model the run trains, with its GPUs and data-parallel ranks: PPO's actor and, when there is one,
+    critic; with `sft_gpus` (deepspeed --num_gpus), SFT's model.
 
-    `gpus_of` maps each trained model to its GPUs; by default PPO's actor and, when there is one, critic.
+    Ring attention and DeepSpeed tensor parallelism share one rank's work among their GPUs, so OpenRLHF's
+    device mesh needs a whole number of ranks: any other count fails only once the GPUs are taken.
     """
-    if gpus_of is None:
+    if sft_gpus is not None:
+        gpus_of = {"model": sft_gpus}
+    else:
         gpus_of = {"actor": args.actor.num_nodes * args.actor.num_gpus_per_node}
         if args.critic.model_name_or_path:
             gpus_of["critic"] = args.critic.num_nodes * args.critic.num_gpus_per_node
-    for group, gpus in gpus_of.items():
-        per_step = args.train.micro_batch_size * gpus // (args.ds.ring_attn_size * args.ds.tensor_parallel_size)
-        if args.train.batch_size % per_step:
+    per_rank = args.ds.ring_attn_size * args.ds.tensor_parallel_size
+    for model, gpus in gpus_of.items():
+        if gpus % per_rank:
+            raise LaunchError(
+                f"{gpus} GPUs ({model}) are not a whole number of ranks of --ds.ring_attn_size x "
+                f"--ds.tensor_parallel_size = {per_rank} GPUs: change the GPU count or those sizes (docs/launch.md, "
+                "'Scaling')"
+            )
+    return {model: (gpus, gpus // per_rank) for model, gpus in gpus_of.items()}
+
+
+def check_batch_sizes(args: SimpleNamespace, sft_gpus: int | None = None) -> None:
+    """DeepSpeed's gradient accumulation must be a whole number >= 1; otherwise only a GPU run finds out.
+
+    The models are those of `trained_models(args, sft_gpus)`.
+    """
+    for group, (gpus, ranks) in trained_models(args, sft_gpus).items():
+        if args.train.batch_size % (args.train.micro_batch_size * ranks):
             raise LaunchError(
                 f"--train.batch_size {args.train.batch_size} is not a multiple of --train.micro_batch_size "
                 f"{args.train.micro_batch_size} x {gpus} GPUs ({group}); raise the batch size or lower the micro "
@@ -121,8 +141,30 @@ def model_parameters(model: str) -> int | None:
     return sum(parameter.numel() for parameter in network.parameters())
 
 
-def _size(count: float) -> str:
+def gigabytes(count: float) -> str:
     return f"{count / 1e9:,.1f} GB"
+
+
+def even_rank_shares(args: SimpleNamespace, samples: int) -> dict[str, list[int]]:
+    """The samples each rank of each trained model gets from a rollout of `samples`, checked: every rank
+    the same number, a whole number of optimizer steps, or ZeRO-3 hangs. Empty with
+    --train.dynamic_batch_enable, where OpenRLHF balances the ranks itself.
+    """
+    if args.train.dynamic_batch_enable:
+        return {}
+    shares = {}
+    for group, (_, ranks) in trained_models(args).items():
+        shares[group] = share = rank_shares(samples, args.rollout.micro_batch_size, ranks)
+        window = args.train.batch_size // ranks  # samples a rank trains on per optimizer step
+        if len(set(share)) > 1 or share[0] % window:
+            raise LaunchError(
+                f"a rollout of {samples} samples in micro-batches of {args.rollout.micro_batch_size} gives the "
+                f"{ranks} {group} ranks {share} samples: every rank needs the same number, a multiple of "
+                f"--train.batch_size {args.train.batch_size} / {ranks} ranks, or ZeRO-3 hangs. Use a GPU count "
+                "that divides the rollout, or change --rollout.batch_size / --rollout.micro_batch_size "
+                "(docs/launch.md, 'Scaling')"
+            )
+    return shares
 
 
 def ppo_plan(args: SimpleNamespace, train_rows: int, eval_rows: int, parameters: int | None) -> dict:
@@ -140,24 +182,7 @@ def ppo_plan(args: SimpleNamespace, train_rows: int, eval_rows: int, parameters:
             f"(a hang under ZeRO-3, or 'Insufficient batch size'). Pass -- --data.max_samples "
             f"{max(prompts, train_rows // prompts * prompts)} or more data"
         )
-    ranks_of = {"actor": args.actor.num_nodes * args.actor.num_gpus_per_node}
-    if args.critic.model_name_or_path:
-        ranks_of["critic"] = args.critic.num_nodes * args.critic.num_gpus_per_node
-    shares = {}
-    for group, gpus in ranks_of.items():
-        ranks = gpus // (args.ds.ring_attn_size * args.ds.tensor_parallel_size)
-        if args.train.dynamic_batch_enable:  # OpenRLHF balances the ranks itself in this mode
-            continue
-        shares[group] = share = rank_shares(samples, args.rollout.micro_batch_size, ranks)
-        window = args.train.batch_size // ranks  # samples a rank trains on per optimizer step
-        if len(set(share)) > 1 or share[0] % window:
-            raise LaunchError(
-                f"a rollout of {samples} samples in micro-batches of {args.rollout.micro_batch_size} gives the "
-                f"{ranks} {group} ranks {share} samples: every rank needs the same number, a multiple of "
-                f"--train.batch_size {args.train.batch_size} / {ranks} ranks, or ZeRO-3 hangs. Use a GPU count "
-                "that divides the rollout, or change --rollout.batch_size / --rollout.micro_batch_size "
-                "(docs/launch.md, 'Scaling')"
-            )
+    shares = even_rank_shares(args, samples)
     steps_per_pass = train_rows // prompts
     steps = steps_per_pass * args.train.num_episodes
     eval_steps = args.eval.steps if args.eval.dataset and args.eval.steps > 0 else math.inf
@@ -169,7 +194,7 @@ def ppo_plan(args: SimpleNamespace, train_rows: int, eval_rows: int, parameters:
 
     # The actor's and the critic's DeepSpeed state (the reference is never saved); at worst every eval
     # is a new best.
-    disk = checkpoint_disk(args, parameters, len(ranks_of), saves, evals if best else 0)
+    disk = checkpoint_disk(args, parameters, len(trained_models(args)), saves, evals if best else 0)
     return {
         "train_prompts": train_rows,
         "rollout": {"prompts": prompts, "samples_per_prompt": per_prompt, "samples": samples},
@@ -194,12 +219,13 @@ def ppo_plan(args: SimpleNamespace, train_rows: int, eval_rows: int, parameters:
     }
 
 
-def describe_ppo_plan(plan: dict, gpus: int) -> str:
-    """The plan as the dry run prints it."""
+def describe_ppo_plan(args: SimpleNamespace, plan: dict) -> str:
+    """The PPO plan as the dry run prints it, one line a topic."""
     rollout, evaluation, checkpoints, disk = plan["rollout"], plan["eval"], plan["checkpoints"], plan["disk_bytes"]
     lines = [
-        f"{plan['train_prompts']:,} training prompts in rollouts of {rollout['prompts']} x {rollout['samples_per_prompt']}"
-        f" = {rollout['samples']} responses: {plan['steps_per_pass']} steps a pass x {plan['passes']} pass(es) ="
+        f"{plan['train_prompts']:,} training prompts in rollouts of {rollout['prompts']} x"
+        f" {rollout['samples_per_prompt']} = {rollout['samples']} responses: {plan['steps_per_pass']} steps a pass"
+        f" x {plan['passes']} pass(es) ="
         f" {plan['steps']} steps, {plan['responses']:,} responses, {plan['optimizer_steps_per_rollout']} optimizer"
         f" steps a rollout",
         "each step's samples per rank: "
@@ -210,9 +236,9 @@ def describe_ppo_plan(plan: dict, gpus: int) -> str:
     ]
     if evaluation["evals"]:
         lines.append(
-            f"periodic eval: {evaluation['prompts']:,} prompts every {evaluation['every']} steps = {evaluation['evals']}"
-            f" eval(s) x {evaluation['rounds_each']} generation rounds of {rollout['prompts']} prompts"
-            f" ({evaluation['share_of_generation']:.0%} on top of the {plan['steps']} training rounds); best"
+            f"periodic eval: {evaluation['prompts']:,} prompts every {evaluation['every']} steps ="
+            f" {evaluation['evals']} eval(s) x {evaluation['rounds_each']} generation rounds of {rollout['prompts']}"
+            f" prompts ({evaluation['share_of_generation']:.0%} on top of the {plan['steps']} training rounds); best"
             f" checkpoint: {'by ' + plan['best_checkpoint'] if plan['best_checkpoint'] != 'none' else 'off'}"
         )
     else:
@@ -220,12 +246,48 @@ def describe_ppo_plan(plan: dict, gpus: int) -> str:
     size = "size unknown (give --model a local folder to size it)"
     if disk:
         size = (
-            f"DeepSpeed state {_size(disk['deepspeed_set'])} a checkpoint, the last {checkpoints['deepspeed_kept']}"
-            f" kept; Hugging Face weights {_size(disk['hf_copy'])} each, never deleted; estimated peak disk"
-            f" {_size(disk['total'])}"
+            f"DeepSpeed state {gigabytes(disk['deepspeed_set'])} a checkpoint, the last"
+            f" {checkpoints['deepspeed_kept']} kept; Hugging Face weights {gigabytes(disk['hf_copy'])} each, never"
+            f" deleted; estimated peak disk {gigabytes(disk['total'])}"
         )
     lines.append(f"checkpoints: every {checkpoints['every']} steps = {checkpoints['count']}; {size}")
+    gpus = trained_models(args)["actor"][0]
     return "\n".join(f"med-rlvr: plan ({gpus} GPUs): {line}" for line in lines)
+
+
+def sft_steps(args: SimpleNamespace, rows: int, gpus: int) -> int:
+    """The optimizer steps of an SFT run on `rows` and `gpus`; LaunchError when they make none.
+
+    DeepSpeed: the global batch is micro batch x GPUs x accumulation steps, a whole number >= 1; each
+    rank's share of the data (the sampler drops the remainder) must fill one accumulation window.
+    """
+    micro, batch = args.train.micro_batch_size, args.train.batch_size
+    check_batch_sizes(args, sft_gpus=gpus)
+    steps = rows // gpus // micro // (batch // micro // gpus) * args.train.max_epochs
+    if not steps:
+        raise LaunchError(f"{rows} rows on {gpus} GPUs do not fill one batch of {batch}: lower --train.batch_size")
+    return steps
+
+
+def sft_plan(args: SimpleNamespace, rows: int, steps: int, parameters: int | None) -> dict:
+    """The SFT run's checkpoints (OpenRLHF's SFT saves one every --ckpt.save_steps) and their disk."""
+    saves = steps // args.ckpt.save_steps if args.ckpt.save_steps > 0 else 0
+    return {
+        "train_rows": rows,
+        "steps": steps,
+        "checkpoints": {"every": args.ckpt.save_steps, "count": saves},
+        "parameters": parameters,
+        "disk_bytes": checkpoint_disk(args, parameters, 1, saves),
+    }
+
+
+def describe_sft_plan(plan: dict) -> str:
+    """The SFT plan as the dry run prints it."""
+    checkpoints, disk = plan["checkpoints"], plan["disk_bytes"]
+    return (
+        f"med-rlvr: plan: {plan['steps']} optimizer steps, a checkpoint every {checkpoints['every']}"
+        f" = {checkpoints['count']}; estimated peak disk {gigabytes(disk['total']) if disk else 'unknown'}"
+    )
 
 
 def planned_flags(

@@ -1,149 +1,40 @@
-"""A PPO or SFT run checked end to end: every check that needs no GPU, the plan, and the flags it adds."""
+"""A PPO or SFT run from the script's flags: every check that needs no GPU, in order, the plan and its flags.
+
+The checks themselves live in `checks`, `plan` and `openrlhf_cli`; this module says in which order they
+run, what is printed, and what the command gains. `run_sft` then starts DeepSpeed on this node (a PPO run
+goes through `ray_job.run_ppo`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 from med_rlvr_plugin.launcher.checks import (
+    check_disk,
     check_not_test_sets,
     check_prompt_data,
     check_reward,
-    load_prompt_rows,
+    check_reward_server,
+    check_sft_data,
     reward_env,
-    start_reward_server,
 )
 from med_rlvr_plugin.launcher.errors import LaunchError
+from med_rlvr_plugin.launcher.manifest import build_manifest, write_manifest
 from med_rlvr_plugin.launcher.openrlhf_cli import PPO_MODULE, SFT_MODULE, check_train_assertions, parse_openrlhf_args
 from med_rlvr_plugin.launcher.plan import (
     README_DEV_ROWS,
     README_TRAIN_ROWS,
     check_batch_sizes,
-    checkpoint_disk,
     model_parameters,
     planned_flags,
     ppo_plan,
+    sft_plan,
+    sft_steps,
 )
-from med_rlvr_plugin.verifier import grade_response, parse_label
-
-
-def check_ppo(trainer_args: list[str], options: argparse.Namespace) -> SimpleNamespace:
-    """Every check that needs no GPU, and the run plan; the command gains the plan's flags."""
-    args = parse_openrlhf_args(PPO_MODULE, trainer_args)
-    check_batch_sizes(args)
-    check_train_assertions(PPO_MODULE, args)
-    _, prompts, labels = check_prompt_data(
-        args.data.prompt_dataset, args, args.data.prompt_split, args.data.prompt_probs
-    )
-    data = {"train": {"files": args.data.prompt_dataset, "rows": len(prompts)}}
-    print(f"med-rlvr: training data {args.data.prompt_dataset}: {len(prompts)} prompts, every label an option letter")
-    eval_rows = 0
-    if args.eval.dataset:
-        check_not_test_sets(args.eval.dataset)
-        eval_sources = check_prompt_data(args.eval.dataset, args, args.eval.split)[0]
-        counts = {source: eval_sources.count(source) for source in sorted(set(eval_sources))}
-        data["eval"] = {"files": args.eval.dataset, "rows_by_datasource": counts}
-        eval_rows = len(eval_sources)
-        curves = ", ".join(f"eval_{source}_pass1 ({count} prompts)" for source, count in counts.items())
-        print(f"med-rlvr: eval data {args.eval.dataset}: every label an option letter; curves {curves}")
-    rewards = check_reward(args.reward.remote_url, prompts[0], parse_label(labels[0]))
-    print(
-        f"med-rlvr: reward file {args.reward.remote_url[0]} with {reward_env() or 'the defaults'}: rewards {rewards}"
-    )
-    if options.reward_server:  # the service run_ppo starts, here on loopback: the file's rewards, over HTTP
-        server, url = start_reward_server("127.0.0.1")
-        try:
-            served = check_reward([url], prompts[0], parse_label(labels[0]))
-        finally:
-            server.terminate()
-            server.wait()
-        if served != rewards:
-            raise LaunchError(f"the reward server grades the samples {served}, the reward file {rewards}")
-        print(f"med-rlvr: reward server (--reward-server) on this machine: rewards {served}")
-
-    if options.builtin_sample:  # plan for the files the README's commands prepare, not the six questions
-        train_rows, eval_rows = README_TRAIN_ROWS, README_DEV_ROWS if eval_rows else 0
-        print(
-            f"med-rlvr: the plan below is for the prepared MedQA files ({train_rows:,} training, {README_DEV_ROWS} dev prompts)"
-        )
-    else:
-        train_rows = len(prompts)
-    if extra := planned_flags(args, train_rows, eval_rows, options, trainer_args):
-        trainer_args = extra + trainer_args
-        args = parse_openrlhf_args(PPO_MODULE, trainer_args)
-    if args.data.max_samples < train_rows:
-        print(
-            f"med-rlvr: --data.max_samples {args.data.max_samples}: {train_rows - args.data.max_samples} prompts "
-            "(the file's last) are left out so that every rollout is whole"
-        )
-    plan = ppo_plan(
-        args,
-        min(train_rows, args.data.max_samples),
-        min(eval_rows, args.data.max_samples),
-        model_parameters(args.actor.model_name_or_path),
-    )
-    return SimpleNamespace(
-        args=args,
-        trainer_args=trainer_args,
-        data=data,
-        plan=plan,
-        rewards=rewards,
-        prompt=prompts[0],
-        label=parse_label(labels[0]),
-    )
-
-
-def check_sft(trainer_args: list[str], options: argparse.Namespace) -> SimpleNamespace:
-    """OpenRLHF's SFT parser, DeepSpeed's batch arithmetic, every SFT target graded a well-formed correct
-    answer by the verifier, and the checkpoint plan (OpenRLHF's SFT saves nothing unless told when)."""
-    from openrlhf.datasets.sft_dataset import preprocess_data
-
-    args = parse_openrlhf_args(SFT_MODULE, trainer_args)
-    check_train_assertions(SFT_MODULE, args)
-    rows = load_prompt_rows(args.data.dataset, args, args.data.dataset_split, args.data.dataset_probs)
-    for index, row in enumerate(rows):
-        try:
-            prompt, response = preprocess_data(
-                row, args.data.input_template, args.data.input_key, args.data.output_key
-            )
-            grade = grade_response(prompt + response, prompt, row["label"])
-        except (KeyError, ValueError) as error:
-            raise LaunchError(f"{args.data.dataset}, row {index}: {type(error).__name__}: {error}") from None
-        if not grade.correct:
-            raise LaunchError(
-                f"{args.data.dataset}, row {index}: the SFT target is not a well-formed correct answer "
-                f"({grade.error or 'wrong letter'}); prepare the file with `data_prep/prepare.py --sft`"
-            )
-    print(f"med-rlvr: SFT data {args.data.dataset}: {len(rows)} rows, every target graded correct by the verifier")
-    # DeepSpeed: the global batch is micro batch x GPUs x accumulation steps, a whole number >= 1; each
-    # rank's share of the data (the sampler drops the remainder) must fill one accumulation window.
-    gpus, micro, batch = options.num_gpus, args.train.micro_batch_size, args.train.batch_size
-    rows_planned = README_TRAIN_ROWS if options.builtin_sample else len(rows)
-    check_batch_sizes(args, {"model": gpus})
-    steps = rows_planned // gpus // micro // (batch // micro // gpus) * args.train.max_epochs
-    if not steps:
-        raise LaunchError(
-            f"{rows_planned} rows on {gpus} GPUs do not fill one batch of {batch}: lower --train.batch_size"
-        )
-    if "--ckpt.save_steps" not in trainer_args:
-        trainer_args = ["--ckpt.save_steps", str(-(-steps // options.checkpoints))] + trainer_args
-        args = parse_openrlhf_args(SFT_MODULE, trainer_args)
-    saves = steps // args.ckpt.save_steps if args.ckpt.save_steps > 0 else 0
-    parameters = model_parameters(args.model.model_name_or_path)
-    plan = {
-        "train_rows": rows_planned,
-        "steps": steps,
-        "checkpoints": {"every": args.ckpt.save_steps, "count": saves},
-        "parameters": parameters,
-        "disk_bytes": checkpoint_disk(args, parameters, 1, saves),
-    }
-    return SimpleNamespace(
-        args=args,
-        trainer_args=trainer_args,
-        data={"train": {"files": args.data.dataset, "rows": len(rows)}},
-        plan=plan,
-    )
+from med_rlvr_plugin.verifier import parse_label
 
 
 def run_flags(options: argparse.Namespace) -> list[str]:
@@ -167,6 +58,95 @@ def run_flags(options: argparse.Namespace) -> list[str]:
     if options.resume:
         flags.append("--ckpt.load_enable")
     return flags
+
+
+def check_ppo_data(args: SimpleNamespace) -> tuple[dict, list[str], list[str], int]:
+    """The training and eval files checked and described: (the manifest's data, the training prompts and
+    labels, the eval prompts)."""
+    files = args.data.prompt_dataset
+    _, prompts, labels = check_prompt_data(files, args, args.data.prompt_split, args.data.prompt_probs)
+    data = {"train": {"files": files, "rows": len(prompts)}}
+    print(f"med-rlvr: training data {files}: {len(prompts)} prompts, every label an option letter")
+    if not args.eval.dataset:
+        return data, prompts, labels, 0
+    check_not_test_sets(args.eval.dataset)
+    eval_sources = check_prompt_data(args.eval.dataset, args, args.eval.split)[0]
+    counts = {source: eval_sources.count(source) for source in sorted(set(eval_sources))}
+    data["eval"] = {"files": args.eval.dataset, "rows_by_datasource": counts}
+    curves = ", ".join(f"eval_{source}_pass1 ({count} prompts)" for source, count in counts.items())
+    print(f"med-rlvr: eval data {args.eval.dataset}: every label an option letter; curves {curves}")
+    return data, prompts, labels, len(eval_sources)
+
+
+def check_ppo(trainer_args: list[str], options: argparse.Namespace) -> SimpleNamespace:
+    """Every check that needs no GPU, and the run plan; the command gains the plan's flags."""
+    args = parse_openrlhf_args(PPO_MODULE, trainer_args)
+    check_batch_sizes(args)
+    check_train_assertions(PPO_MODULE, args)
+    data, prompts, labels, eval_rows = check_ppo_data(args)
+    prompt, label = prompts[0], parse_label(labels[0])
+    rewards = check_reward(args.reward.remote_url, prompt, label)
+    reward_file = args.reward.remote_url[0]
+    print(f"med-rlvr: reward file {reward_file} with {reward_env() or 'the defaults'}: rewards {rewards}")
+    if options.reward_server:
+        served = check_reward_server(prompt, label, rewards)
+        print(f"med-rlvr: reward server (--reward-server) on this machine: rewards {served}")
+
+    if options.builtin_sample:  # plan for the files the README's commands prepare, not the six questions
+        train_rows, eval_rows = README_TRAIN_ROWS, README_DEV_ROWS if eval_rows else 0
+        print(
+            f"med-rlvr: the plan below is for the prepared MedQA files ({train_rows:,} training, "
+            f"{README_DEV_ROWS} dev prompts)"
+        )
+    else:
+        train_rows = len(prompts)
+    if extra := planned_flags(args, train_rows, eval_rows, options, trainer_args):
+        trainer_args = extra + trainer_args
+        args = parse_openrlhf_args(PPO_MODULE, trainer_args)
+    if args.data.max_samples < train_rows:
+        print(
+            f"med-rlvr: --data.max_samples {args.data.max_samples}: {train_rows - args.data.max_samples} prompts "
+            "(the file's last) are left out so that every rollout is whole"
+        )
+    rows, eval_rows = min(train_rows, args.data.max_samples), min(eval_rows, args.data.max_samples)
+    plan = ppo_plan(args, rows, eval_rows, model_parameters(args.actor.model_name_or_path))
+    command = ["python3", "-m", PPO_MODULE, *trainer_args]
+    return SimpleNamespace(
+        args=args, command=command, data=data, plan=plan, rewards=rewards, prompt=prompt, label=label
+    )
+
+
+def check_sft(trainer_args: list[str], options: argparse.Namespace) -> SimpleNamespace:
+    """OpenRLHF's SFT parser, DeepSpeed's batch arithmetic, every SFT target graded a well-formed correct
+    answer by the verifier, and the checkpoint plan (OpenRLHF's SFT saves nothing unless told when)."""
+    args = parse_openrlhf_args(SFT_MODULE, trainer_args)
+    check_train_assertions(SFT_MODULE, args)
+    rows = check_sft_data(args)
+    print(f"med-rlvr: SFT data {args.data.dataset}: {len(rows)} rows, every target graded correct by the verifier")
+    rows_planned = README_TRAIN_ROWS if options.builtin_sample else len(rows)
+    steps = sft_steps(args, rows_planned, options.num_gpus)
+    if "--ckpt.save_steps" not in trainer_args:
+        trainer_args = ["--ckpt.save_steps", str(-(-steps // options.checkpoints))] + trainer_args
+        args = parse_openrlhf_args(SFT_MODULE, trainer_args)
+    return SimpleNamespace(
+        args=args,
+        command=["deepspeed", "--num_gpus", str(options.num_gpus), "--module", SFT_MODULE, *trainer_args],
+        data={"train": {"files": args.data.dataset, "rows": len(rows)}},
+        plan=sft_plan(args, rows_planned, steps, model_parameters(args.model.model_name_or_path)),
+    )
+
+
+def run_sft(options: argparse.Namespace, checked: SimpleNamespace, manifest_path: Path) -> None:
+    """This node's GPUs and disk, the manifest, then DeepSpeed in place of this process."""
+    if local_gpus() < options.num_gpus:
+        raise LaunchError(
+            f"--gpus-per-node {options.num_gpus} but this node has {local_gpus()} GPUs visible "
+            "(CUDA_VISIBLE_DEVICES, nvidia-smi); lower --gpus-per-node or run on a GPU node"
+        )
+    check_disk(options.output_dir, checked.plan, dry_run=False)
+    write_manifest(manifest_path, build_manifest(options, checked.command, checked.args, checked.data, checked.plan))
+    print(f"med-rlvr: manifest {manifest_path}", flush=True)
+    os.execvp(checked.command[0], checked.command)
 
 
 def local_gpus() -> int:
