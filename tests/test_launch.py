@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from med_rlvr_plugin import launcher
-from med_rlvr_plugin.launcher.manifest import write_manifest
+from med_rlvr_plugin.launcher.manifest import plugin_files_sha256, write_manifest
 from med_rlvr_plugin.launcher.openrlhf_cli import openrlhf_ray_env, parse_openrlhf_args
 from med_rlvr_plugin.launcher.plan import model_parameters, ppo_plan
 from med_rlvr_plugin.verifier import parse_options
@@ -413,6 +413,31 @@ def test_write_manifest_is_atomic_and_never_overwrites(tmp_path: Path) -> None:
         write_manifest(path, {"run_name": "second"})
     assert json.loads(path.read_text()) == {"run_name": "first"}
     assert [p.name for p in path.parent.iterdir()] == ["manifest.json"]  # no temporary file left behind
+
+
+def test_code_hash_covers_every_file_of_the_package(tmp_path: Path) -> None:
+    """The manifest's code hash changes with any file of the package, in a sub-package or a data file as
+    much as at the top; Python's caches do not change it."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(
+        REPO / "med_rlvr_plugin", checkout / "med_rlvr_plugin", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copytree(REPO / "launch", checkout / "launch")
+    before = plugin_files_sha256(checkout)
+    cache = checkout / "med_rlvr_plugin" / "launcher" / "__pycache__"
+    cache.mkdir()
+    (cache / "plan.cpython-311.pyc").write_bytes(b"compiled")
+    assert plugin_files_sha256(checkout) == before
+    for name in ("launcher/plan.py", "launcher/sample.jsonl", "lm_eval_tasks/medqa.yaml", "cli.py"):
+        path = checkout / "med_rlvr_plugin" / name
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n")
+        assert plugin_files_sha256(checkout) != before, name
+        path.write_bytes(original)
+    assert plugin_files_sha256(checkout) == before
+    (checkout / "med_rlvr_plugin" / "launcher" / "deeper").mkdir()
+    (checkout / "med_rlvr_plugin" / "launcher" / "deeper" / "new.py").write_text("")
+    assert plugin_files_sha256(checkout) != before
 
 
 def test_openrlhf_ray_env_is_what_openrlhf_would_set(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,11 +12,11 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
+from med_rlvr_plugin.files import write_new
 from med_rlvr_plugin.launcher.checks import FORWARDED_SECRETS, reward_env
 from med_rlvr_plugin.launcher.errors import LaunchError
 
@@ -56,24 +56,12 @@ def claim_output_dir(output_dir: Path, resume: bool) -> Path:
 
 
 def write_manifest(path: Path, manifest: dict) -> None:
-    """Write atomically and never over an existing file: a hard link to a finished temporary file.
-
-    The file gets the umask's permissions, as any file the user writes (tempfile's 0600 would hide the
-    manifest from collaborators on shared storage).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        json.dump(manifest, handle, indent=2)
-        handle.write("\n")
-    umask = os.umask(0)
-    os.umask(umask)
+    """Write atomically and never over an existing file (`files.write_new`), with the umask's permissions so
+    that collaborators on shared storage can read it; LaunchError when another launch wrote it first."""
     try:
-        os.chmod(handle.name, 0o666 & ~umask)
-        os.link(handle.name, path)
+        write_new(path, json.dumps(manifest, indent=2) + "\n")
     except FileExistsError:
         raise LaunchError(f"{path} exists; another launch wrote it first") from None
-    finally:
-        os.unlink(handle.name)
 
 
 def _plain(value):
@@ -87,10 +75,16 @@ def _plain(value):
     return value
 
 
-def _plugin_files_sha256(root: Path) -> str:
-    """One hash of the plugin's code (the package and the launch scripts) under a checkout `root`."""
+def plugin_files_sha256(root: Path) -> str:
+    """One hash of the plugin under a checkout `root`: every file of the package at any depth (code, the
+    lm-eval tasks, the built-in sample; not Python's __pycache__) and the launch scripts."""
+    package = [
+        path
+        for path in root.glob("med_rlvr_plugin/**/*")
+        if path.is_file() and "__pycache__" not in path.relative_to(root).parts
+    ]
     fingerprint = hashlib.sha256()
-    for path in sorted([*root.glob("med_rlvr_plugin/*.py"), *root.glob("launch/*.sh")]):
+    for path in sorted([*package, *root.glob("launch/*.sh")]):
         fingerprint.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return fingerprint.hexdigest()
 
@@ -115,13 +109,13 @@ def plugin_provenance() -> dict:
     that checkout holds the same plugin files, its commit is the job's commit.
     """
     root = Path(__file__).resolve().parents[2]
-    files = _plugin_files_sha256(root)
+    files = plugin_files_sha256(root)
     if state := _git_state(root):
         return {"files_sha256": files, **state, "commit_source": "the working directory's git checkout"}
     with contextlib.suppress(importlib.metadata.PackageNotFoundError, TypeError, ValueError, KeyError):
         url = json.loads(importlib.metadata.distribution("med-rlvr").read_text("direct_url.json"))["url"]
         checkout = Path(url.removeprefix("file://"))
-        if _plugin_files_sha256(checkout) == files and (state := _git_state(checkout)):
+        if plugin_files_sha256(checkout) == files and (state := _git_state(checkout)):
             return {"files_sha256": files, **state, "commit_source": f"the installed checkout {checkout} (same files)"}
     return {
         "files_sha256": files,
