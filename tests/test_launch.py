@@ -19,7 +19,7 @@ import pytest
 from med_rlvr_plugin import launcher
 from med_rlvr_plugin.launcher.manifest import plugin_files_sha256, write_manifest
 from med_rlvr_plugin.launcher.openrlhf_cli import openrlhf_ray_env, parse_openrlhf_args
-from med_rlvr_plugin.launcher.plan import model_parameters, ppo_plan
+from med_rlvr_plugin.launcher.plan import check_batch_sizes, model_parameters, ppo_plan, trained_models
 from med_rlvr_plugin.verifier import parse_options
 
 REPO = Path(__file__).resolve().parent.parent
@@ -354,6 +354,20 @@ def test_plan_sizes_checkpoints_from_parameters_and_the_save_schedule() -> None:
     assert plan["eval"]["rounds_each"] == 7 and plan["eval"]["share_of_generation"] == 4 * 7 / 40
     best = ppo_plan(parse_openrlhf_args(launcher.PPO_MODULE, flags), 80, 50, 10**9)
     assert best["disk_bytes"]["total"] == (3 * 28 + 8 * 2 + 2) * 10**9
+
+
+def test_trained_models_count_gpus_and_ranks_once_for_every_check() -> None:
+    """PPO's actor and critic, each on its own GPUs; ranks are GPUs / (ring attention x tensor parallel), and a
+    GPU count that is not a whole number of ranks is refused (OpenRLHF's device mesh would fail on the GPUs)."""
+    flags = ["--actor.model_name_or_path", "m", "--reward.remote_url", "r.py", "--actor.num_nodes", "2"]
+    flags += ["--actor.num_gpus_per_node", "4", "--critic.model_name_or_path", "m", "--critic.num_gpus_per_node", "2"]
+    args = parse_openrlhf_args(launcher.PPO_MODULE, flags)
+    assert trained_models(args) == {"actor": (8, 8), "critic": (2, 2)}
+    assert trained_models(args, sft_gpus=3) == {"model": (3, 3)}
+    args.ds.tensor_parallel_size = 2
+    assert trained_models(args) == {"actor": (8, 4), "critic": (2, 1)}
+    with pytest.raises(launcher.LaunchError, match=r"3 GPUs \(model\) are not a whole number of ranks"):
+        check_batch_sizes(args, sft_gpus=3)
 
 
 @pytest.mark.integration
