@@ -12,7 +12,7 @@ under the MED_RLVR_* variables of this process. A PPO run then checks the cluste
 to every Ray actor (see `ray_job.run_ppo`).
 
 - `__main__`: the command line: flags, what is printed, exit codes.
-- `runs`: a PPO or SFT run checked end to end, in order, and the flags the launcher adds.
+- `runs`: a PPO or SFT run checked end to end, in order, the flags the launcher adds; the SFT run's start.
 - `openrlhf_cli`: OpenRLHF's parser, train()'s assertions and Ray env, read from the installed source.
 - `plan`: the run plan: whole rollouts, rank shares, eval and checkpoint intervals, checkpoint disk.
 - `checks`: the data, the reward file (or server) and the disk.
