@@ -603,17 +603,18 @@ def test_lm_eval_sample_logs_are_classed_per_checkpoint(tmp_path):
 def test_the_launch_check_grades_with_sampling_off_and_checks_its_settings(monkeypatch, tmp_path):
     pytest.importorskip("openrlhf.utils.agent", reason="openrlhf 0.11.2 is not installed")
     from med_rlvr_plugin import launcher
+    from med_rlvr_plugin.launcher.checks import check_reward
 
     folder = tmp_path / "rollouts"
     monkeypatch.setenv("MED_RLVR_ROLLOUT_SAMPLES", "1")
     monkeypatch.setenv("MED_RLVR_ROLLOUT_DIR", str(folder))
-    rewards = launcher.check_reward([REWARD_FILE], CONJUNCTIVITIS, "B")
+    rewards = check_reward([REWARD_FILE], CONJUNCTIVITIS, "B")
     assert rewards == {"correct": 1.0, "wrong": 0.0, "malformed": -1.0}
     assert not folder.exists(), "the launch check's made-up responses are no rollout samples"
     assert os.environ["MED_RLVR_ROLLOUT_SAMPLES"] == "1" and os.environ["MED_RLVR_ROLLOUT_DIR"] == str(folder)
     monkeypatch.setenv("MED_RLVR_ROLLOUT_SAMPLES", "2")
     with pytest.raises(launcher.LaunchError, match="MED_RLVR_ROLLOUT_SAMPLES='2': must be between 0 and 1"):
-        launcher.check_reward([REWARD_FILE], CONJUNCTIVITIS, "B")
+        check_reward([REWARD_FILE], CONJUNCTIVITIS, "B")
 
 
 @pytest.mark.integration

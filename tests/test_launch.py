@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 
 from med_rlvr_plugin import launcher
+from med_rlvr_plugin.launcher.manifest import plugin_files_sha256, write_manifest
+from med_rlvr_plugin.launcher.openrlhf_cli import openrlhf_ray_env, parse_openrlhf_args
+from med_rlvr_plugin.launcher.plan import check_batch_sizes, model_parameters, ppo_plan, trained_models
 from med_rlvr_plugin.verifier import parse_options
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,7 +94,8 @@ def test_recovered_parser_is_the_installed_one(module: str, cpu_standins: Path) 
         [
             sys.executable,
             "-c",
-            f"from med_rlvr_plugin.launcher import parse_openrlhf_args; parse_openrlhf_args({module!r}, ['--help'])",
+            "from med_rlvr_plugin.launcher.openrlhf_cli import parse_openrlhf_args; "
+            f"parse_openrlhf_args({module!r}, ['--help'])",
         ],
         env=env,
         capture_output=True,
@@ -305,7 +309,7 @@ def test_model_parameters_counts_what_the_weights_hold(tiny_qwen2: Path) -> None
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_qwen2)
-    assert launcher.model_parameters(str(tiny_qwen2)) == sum(parameter.numel() for parameter in model.parameters())
+    assert model_parameters(str(tiny_qwen2)) == sum(parameter.numel() for parameter in model.parameters())
 
 
 def test_plan_sizes_checkpoints_from_parameters_and_the_save_schedule() -> None:
@@ -339,8 +343,8 @@ def test_plan_sizes_checkpoints_from_parameters_and_the_save_schedule() -> None:
         "2",
         "--ckpt.save_hf",
     ]
-    args = launcher.parse_openrlhf_args(launcher.PPO_MODULE, flags + ["--ckpt.best_metric_key", "none"])
-    plan = launcher.ppo_plan(args, train_rows=80, eval_rows=50, parameters=10**9)
+    args = parse_openrlhf_args(launcher.PPO_MODULE, flags + ["--ckpt.best_metric_key", "none"])
+    plan = ppo_plan(args, train_rows=80, eval_rows=50, parameters=10**9)
     assert plan["steps"] == 40 and plan["checkpoints"]["count"] == 4 and plan["eval"]["evals"] == 4
     assert plan["disk_bytes"] == {
         "deepspeed_set": 28 * 10**9,
@@ -348,8 +352,22 @@ def test_plan_sizes_checkpoints_from_parameters_and_the_save_schedule() -> None:
         "total": (2 * 28 + 4 * 2 + 2) * 10**9,
     }
     assert plan["eval"]["rounds_each"] == 7 and plan["eval"]["share_of_generation"] == 4 * 7 / 40
-    best = launcher.ppo_plan(launcher.parse_openrlhf_args(launcher.PPO_MODULE, flags), 80, 50, 10**9)
+    best = ppo_plan(parse_openrlhf_args(launcher.PPO_MODULE, flags), 80, 50, 10**9)
     assert best["disk_bytes"]["total"] == (3 * 28 + 8 * 2 + 2) * 10**9
+
+
+def test_trained_models_count_gpus_and_ranks_once_for_every_check() -> None:
+    """PPO's actor and critic, each on its own GPUs; ranks are GPUs / (ring attention x tensor parallel), and a
+    GPU count that is not a whole number of ranks is refused (OpenRLHF's device mesh would fail on the GPUs)."""
+    flags = ["--actor.model_name_or_path", "m", "--reward.remote_url", "r.py", "--actor.num_nodes", "2"]
+    flags += ["--actor.num_gpus_per_node", "4", "--critic.model_name_or_path", "m", "--critic.num_gpus_per_node", "2"]
+    args = parse_openrlhf_args(launcher.PPO_MODULE, flags)
+    assert trained_models(args) == {"actor": (8, 8), "critic": (2, 2)}
+    assert trained_models(args, sft_gpus=3) == {"model": (3, 3)}
+    args.ds.tensor_parallel_size = 2
+    assert trained_models(args) == {"actor": (8, 4), "critic": (2, 1)}
+    with pytest.raises(launcher.LaunchError, match=r"3 GPUs \(model\) are not a whole number of ranks"):
+        check_batch_sizes(args, sft_gpus=3)
 
 
 @pytest.mark.integration
@@ -388,20 +406,59 @@ def test_output_folder_is_never_reused_silently(data_dir: Path) -> None:
     assert "--ckpt.load_enable" in printed_command(resumed.stdout)
 
 
+def test_errors_follow_the_command_line_convention(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A flag combination refused before any input is read: exit 2 after the usage line; bad input: exit 1.
+    Both print one line `med-rlvr launch: error: ...`."""
+    from med_rlvr_plugin.launcher.__main__ import main
+
+    with pytest.raises(SystemExit) as usage:
+        main(["ppo", "--output-dir", str(tmp_path / "run"), "--run-name", "r", "--checkpoints", "0"])
+    assert usage.value.code == 2
+    assert "med-rlvr launch: error: --checkpoints must be at least 1" in capsys.readouterr().err
+    assert main(["sft", "--output-dir", "relative/run", "--run-name", "r", "--num-gpus", "1"]) == 1
+    assert capsys.readouterr().err.startswith("med-rlvr launch: error: --output-dir relative/run must be absolute")
+    assert not (tmp_path / "run").exists()
+
+
 def test_write_manifest_is_atomic_and_never_overwrites(tmp_path: Path) -> None:
     path = tmp_path / "run" / "manifest.json"
-    launcher.write_manifest(path, {"run_name": "first"})
+    write_manifest(path, {"run_name": "first"})
     with pytest.raises(launcher.LaunchError, match="exists"):
-        launcher.write_manifest(path, {"run_name": "second"})
+        write_manifest(path, {"run_name": "second"})
     assert json.loads(path.read_text()) == {"run_name": "first"}
     assert [p.name for p in path.parent.iterdir()] == ["manifest.json"]  # no temporary file left behind
+
+
+def test_code_hash_covers_every_file_of_the_package(tmp_path: Path) -> None:
+    """The manifest's code hash changes with any file of the package, in a sub-package or a data file as
+    much as at the top; Python's caches do not change it."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(
+        REPO / "med_rlvr_plugin", checkout / "med_rlvr_plugin", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copytree(REPO / "launch", checkout / "launch")
+    before = plugin_files_sha256(checkout)
+    cache = checkout / "med_rlvr_plugin" / "launcher" / "__pycache__"
+    cache.mkdir()
+    (cache / "plan.cpython-311.pyc").write_bytes(b"compiled")
+    assert plugin_files_sha256(checkout) == before
+    for name in ("launcher/plan.py", "launcher/sample.jsonl", "lm_eval_tasks/medqa.yaml", "cli.py"):
+        path = checkout / "med_rlvr_plugin" / name
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n")
+        assert plugin_files_sha256(checkout) != before, name
+        path.write_bytes(original)
+    assert plugin_files_sha256(checkout) == before
+    (checkout / "med_rlvr_plugin" / "launcher" / "deeper").mkdir()
+    (checkout / "med_rlvr_plugin" / "launcher" / "deeper" / "new.py").write_text("")
+    assert plugin_files_sha256(checkout) != before
 
 
 def test_openrlhf_ray_env_is_what_openrlhf_would_set(monkeypatch: pytest.MonkeyPatch) -> None:
     """The driver's ray.init replaces OpenRLHF's; it must carry the same variables, read from its source."""
     monkeypatch.setenv("NCCL_DEBUG", "INFO")
     source = Path(importlib.util.find_spec(launcher.PPO_MODULE).origin).read_text()
-    env = launcher.openrlhf_ray_env()
+    env = openrlhf_ray_env()
     assert set(env) == {"TOKENIZERS_PARALLELISM", "NCCL_DEBUG", "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS"}
     assert all(f'"{name}"' in source for name in env)
     assert env["NCCL_DEBUG"] == "INFO"

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from med_rlvr_plugin import launcher
+from med_rlvr_plugin.launcher.openrlhf_cli import parse_openrlhf_args
+from med_rlvr_plugin.launcher.plan import check_batch_sizes, model_parameters, ppo_plan, rank_shares
 
 pytestmark = pytest.mark.integration  # OpenRLHF's splitter and advantages run on Ray in a subprocess
 
@@ -121,11 +123,9 @@ def test_plan_accepts_exactly_the_even_splits_of_openrlhf(algo: str, openrlhf_sp
             real = openrlhf_splits[samples, -(-samples // micro), gpus]  # a list, or "Insufficient batch size"
             for train_batch in TRAIN_BATCHES:
                 try:
-                    args = launcher.parse_openrlhf_args(
-                        launcher.PPO_MODULE, script_args(algo, gpus, micro, train_batch)
-                    )
-                    launcher.check_batch_sizes(args)
-                    plan = launcher.ppo_plan(args, train_rows=prompts * 10, eval_rows=0, parameters=None)
+                    args = parse_openrlhf_args(launcher.PPO_MODULE, script_args(algo, gpus, micro, train_batch))
+                    check_batch_sizes(args)
+                    plan = ppo_plan(args, train_rows=prompts * 10, eval_rows=0, parameters=None)
                 except launcher.LaunchError:
                     plan = None
                 # Samples a rank trains per optimizer step: DeepSpeed needs whole micro-batches of 4 in it.
@@ -145,15 +145,16 @@ def test_plan_accepts_exactly_the_even_splits_of_openrlhf(algo: str, openrlhf_sp
 
 def test_rank_shares_of_a_short_rollout_are_uneven_like_openrlhf(openrlhf_splits: dict) -> None:
     """The pass-end rollouts the plan now prevents: PPO's 194 of 256 prompts, GRPO's 2 of 32, on 8 GPUs."""
-    assert launcher.rank_shares(194, 8, 8) == openrlhf_splits[194, 25, 8] == [32, 32, 32, 32, 32, 32, 2, 0]
+    assert rank_shares(194, 8, 8) == openrlhf_splits[194, 25, 8] == [32, 32, 32, 32, 32, 32, 2, 0]
     assert "Insufficient batch size" in openrlhf_splits[16, 2, 8]
     with pytest.raises(launcher.LaunchError, match="Insufficient batch size"):
-        launcher.rank_shares(16, 8, 8)
+        rank_shares(16, 8, 8)
 
 
 ADVANTAGES = r"""
 import json, sys, torch
-from med_rlvr_plugin.launcher import PPO_MODULE, parse_openrlhf_args
+from med_rlvr_plugin.launcher import PPO_MODULE
+from med_rlvr_plugin.launcher.openrlhf_cli import parse_openrlhf_args
 from openrlhf.trainer.ppo_utils.experience import Experience
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController
@@ -265,8 +266,8 @@ def test_parameter_count_of_the_default_model_without_the_hub() -> None:
     layer = (2048 * 2048 + 2048) + 2 * (2048 * 256 + 256) + 2048 * 2048 + 3 * 2048 * 11008 + 2 * 2048
     expected = 36 * layer + 151936 * 2048 + 2048
     assert expected == 3_085_938_688  # "3.09B", as Qwen's model card says
-    assert launcher.model_parameters("Qwen/Qwen2.5-3B") == expected
-    assert launcher.model_parameters("no-such-org/no-such-model") is None
+    assert model_parameters("Qwen/Qwen2.5-3B") == expected
+    assert model_parameters("no-such-org/no-such-model") is None
 
 
 def test_setup_gpu_installs_torch_then_flash_attn_without_isolation_then_openrlhf() -> None:

@@ -124,7 +124,7 @@ def test_ppo_job_reaches_deepspeed_cuda_setup(ppo_job: SimpleNamespace) -> None:
     )
     assert "in setup_distributed" in logs and "torch.cuda.set_device(local_rank)" in logs
     assert ppo_job.returncode != 0  # and nothing else stopped it earlier:
-    assert "Failed to fetch reward" not in logs and "med-rlvr: error" not in logs
+    assert "Failed to fetch reward" not in logs and "med-rlvr launch: error" not in logs
 
 
 def test_reward_flags_reach_an_actor_of_the_job(ppo_job: SimpleNamespace) -> None:

@@ -1,0 +1,182 @@
+"""The run's output folder and its manifest: what ran, with which code, data, settings and plan."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from types import SimpleNamespace
+
+from med_rlvr_plugin.files import write_new
+from med_rlvr_plugin.launcher.checks import FORWARDED_SECRETS, reward_env
+from med_rlvr_plugin.launcher.errors import LaunchError
+
+PACKAGES = (
+    "med-rlvr",
+    "openrlhf",
+    "torch",
+    "transformers",
+    "datasets",
+    "ray",
+    "deepspeed",
+    "vllm",
+    "flash-attn",
+    "peft",
+)
+
+
+def claim_output_dir(output_dir: Path, resume: bool) -> Path:
+    """The manifest path of this launch; refuses to reuse a folder unless resuming the run it holds."""
+    if not output_dir.is_absolute():
+        raise LaunchError(
+            f"--output-dir {output_dir} must be absolute: a relative path would land in Ray's temporary copy "
+            "of the working directory and vanish with the job"
+        )
+    manifest = output_dir / "manifest.json"
+    if resume:
+        if not manifest.is_file():
+            raise LaunchError(f"--resume: {manifest} not found; name the output folder of the run to resume")
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        return output_dir / f"manifest.resume-{stamp}.json"
+    if output_dir.exists() and any(output_dir.iterdir()):
+        raise LaunchError(
+            f"{output_dir} exists and is not empty: choose another --run-name or --output-dir, or pass --resume "
+            "to continue the run it holds"
+        )
+    return manifest
+
+
+def write_manifest(path: Path, manifest: dict) -> None:
+    """Write atomically and never over an existing file (`files.write_new`), with the umask's permissions so
+    that collaborators on shared storage can read it; LaunchError when another launch wrote it first."""
+    try:
+        write_new(path, json.dumps(manifest, indent=2) + "\n")
+    except FileExistsError:
+        raise LaunchError(f"{path} exists; another launch wrote it first") from None
+
+
+def _plain(value):
+    """`args` as JSON: namespaces to dicts, tuples to lists, inf to a string (JSON has no inf)."""
+    if isinstance(value, SimpleNamespace):
+        return {key: _plain(item) for key, item in vars(value).items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def plugin_files_sha256(root: Path) -> str:
+    """One hash of the plugin under a checkout `root`: every file of the package at any depth (code, the
+    lm-eval tasks, the built-in sample; not Python's __pycache__) and the launch scripts."""
+    package = [
+        path
+        for path in root.glob("med_rlvr_plugin/**/*")
+        if path.is_file() and "__pycache__" not in path.relative_to(root).parts
+    ]
+    fingerprint = hashlib.sha256()
+    for path in sorted([*package, *root.glob("launch/*.sh")]):
+        fingerprint.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return fingerprint.hexdigest()
+
+
+def _git_state(folder: Path) -> dict | None:
+    """The commit and dirty state of the git checkout holding `folder`, or None outside one."""
+    try:
+        commit, status = [
+            subprocess.run(["git", *command], cwd=folder, capture_output=True, text=True, check=True).stdout.strip()
+            for command in (["rev-parse", "HEAD"], ["status", "--porcelain"])
+        ]
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {"commit": commit, "dirty": bool(status)}
+
+
+def plugin_provenance() -> dict:
+    """Which code runs: the plugin files' hash, and the git commit they come from when it can be known.
+
+    Ray leaves .git out of a job's working_dir, so the job's copy has no history. Each node's venv has
+    med-rlvr installed in editable mode from a checkout (setup.sh), whose path its metadata records: when
+    that checkout holds the same plugin files, its commit is the job's commit.
+    """
+    root = Path(__file__).resolve().parents[2]
+    files = plugin_files_sha256(root)
+    if state := _git_state(root):
+        return {"files_sha256": files, **state, "commit_source": "the working directory's git checkout"}
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError, TypeError, ValueError, KeyError):
+        url = json.loads(importlib.metadata.distribution("med-rlvr").read_text("direct_url.json"))["url"]
+        checkout = Path(url.removeprefix("file://"))
+        if plugin_files_sha256(checkout) == files and (state := _git_state(checkout)):
+            return {"files_sha256": files, **state, "commit_source": f"the installed checkout {checkout} (same files)"}
+    return {
+        "files_sha256": files,
+        "commit": None,
+        "dirty": None,
+        "commit_source": "unknown: no checkout with these files",
+    }
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_manifest(
+    options: argparse.Namespace, command: list[str], args: SimpleNamespace, data: dict, plan: dict
+) -> dict:
+    """What the run was: the exact commands, OpenRLHF's resolved arguments, the plan, reward configuration,
+    data file hashes, versions, the code's hash and commit, and the Ray job it ran as."""
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    reward = None
+    if options.kind == "ppo":
+        reward_file = args.reward.remote_url[0]
+        reward = {
+            "file": reward_file,
+            "file_sha256": _sha256(reward_file),
+            "env": reward_env(),
+            "server": options.reward_server,
+        }
+    for part in data.values():
+        part["sha256"] = {
+            path: _sha256(path) for path in (entry.split("@")[0].strip() for entry in part["files"].split(","))
+        }
+    # A Ray job runs in a temporary copy of the submitted folder; what identifies it is the uploaded
+    # package's content-addressed URI and the submission's metadata (the job id among them).
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}"))
+    return {
+        "run_name": options.run_name,
+        "kind": options.kind,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "resumed": options.resume,
+        "host": socket.gethostname(),
+        "ray_job": {"working_dir": job.get("runtime_env", {}).get("working_dir"), "metadata": job.get("metadata")}
+        if job
+        else None,
+        "working_dir": None if job else str(Path.cwd()),
+        "launch_command": options.launch_command,
+        "openrlhf_command": command,
+        "reward": reward,
+        "forwarded_env": sorted(name for name in FORWARDED_SECRETS if name in os.environ),
+        "data": data,
+        "plan": _plain(plan),
+        "settings": _plain(args),
+        "versions": {"python": sys.version.split()[0], **versions},
+        "plugin_git": plugin_provenance(),
+    }

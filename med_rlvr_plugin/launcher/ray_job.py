@@ -1,0 +1,150 @@
+"""The PPO run as a Ray job: the cluster check, the reward probe on every node, then OpenRLHF's CLI."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import secrets
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+from med_rlvr_plugin.launcher.checks import (
+    FORWARDED_SECRETS,
+    check_disk,
+    grade_samples,
+    reward_env,
+    start_reward_server,
+)
+from med_rlvr_plugin.launcher.errors import LaunchError
+from med_rlvr_plugin.launcher.manifest import build_manifest, write_manifest
+from med_rlvr_plugin.launcher.openrlhf_cli import PPO_MODULE, openrlhf_ray_env
+from med_rlvr_plugin.launcher.plan import trained_models
+
+
+def check_cluster(args: SimpleNamespace, nodes: list[dict]) -> str:
+    """The Ray cluster has the GPUs (and one CPU per GPU bundle) the layout places, free; else LaunchError.
+
+    OpenRLHF reserves them with a placement group and waits for it without a timeout, so a cluster
+    smaller than the flags would hang the job silently.
+    """
+    import ray
+
+    models = trained_models(args)
+    needed = models["actor"][0]
+    if not args.train.colocate_all:  # separate GPUs for each model and the vLLM engines
+        needed += args.vllm.num_engines * args.vllm.tensor_parallel_size
+        if "critic" in models:
+            needed += models["critic"][0]
+        if args.algo.kl.init_coef > 0 and not args.train.colocate_actor_ref:
+            needed += args.ref.num_nodes * args.ref.num_gpus_per_node
+    total, free = ray.cluster_resources(), ray.available_resources()
+    layout = ", ".join(f"{node['NodeManagerAddress']} {node['Resources'].get('GPU', 0):g} GPUs" for node in nodes)
+    for resource in ("GPU", "CPU"):
+        if total.get(resource, 0) < needed:
+            raise LaunchError(
+                f"the run places {needed} {resource}s (--nodes x --gpus-per-node, one bundle each) and the Ray "
+                f"cluster has {total.get(resource, 0):g} ({layout}); OpenRLHF would wait for them forever. Lower "
+                "--nodes / --gpus-per-node, or add nodes (`ray start --num-gpus N` on each)"
+            )
+        if free.get(resource, 0) < needed:
+            raise LaunchError(
+                f"the run places {needed} {resource}s and only {free.get(resource, 0):g} of the cluster's "
+                f"{total[resource]:g} are free; other jobs hold the rest (`ray status`, `ray job list`)"
+            )
+    return f"{needed} GPUs of {total['GPU']:g} ({layout})"
+
+
+def probe_nodes(
+    options: argparse.Namespace, checked: SimpleNamespace, nodes: list[dict], reward_url: list[str]
+) -> None:
+    """An actor per node loads the reward file as OpenRLHF's rollout actors do, grades the samples, and
+    looks for a file the driver wrote in the output folder; LaunchError for the first node that differs.
+
+    DeepSpeed writes checkpoint shards from every rank, so on several nodes the folder must be the same
+    (shared) one everywhere. A configuration that did not arrive, or a reward file that does not load
+    there, stops the job now and not mid-training (OpenRLHF logs a reward function's exceptions at INFO
+    level and carries on).
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    expected_env = reward_env()
+
+    @ray.remote(num_cpus=0)
+    class Probe:
+        def report(self, token: str) -> dict:
+            seen = {name: os.environ.get(name) for name in expected_env}
+            try:
+                graded = grade_samples(reward_url, checked.prompt, checked.label)
+            except Exception as error:
+                graded = f"{type(error).__name__}: {error}"
+            print(f"med-rlvr reward probe: env {seen}, rewards {graded}", flush=True)
+            return {"env": seen, "rewards": graded, "output_dir_shared": Path(token).is_file()}
+
+    token = options.output_dir / f".med-rlvr-probe-{secrets.token_hex(8)}"
+    token.touch()
+    try:
+        probes = [
+            Probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote()
+            for node in nodes
+        ]
+        reports = ray.get([probe.report.remote(str(token)) for probe in probes])
+        for probe in probes:
+            ray.kill(probe)
+    finally:
+        token.unlink()
+    server = f"; every node must reach the reward server at {reward_url[0]}" if options.reward_server else ""
+    for node, report in zip(nodes, reports, strict=True):
+        address = node["NodeManagerAddress"]
+        if (report["env"], report["rewards"]) != (expected_env, checked.rewards):
+            raise LaunchError(
+                f"node {address}: an actor saw {report}; expected env {expected_env} and rewards "
+                f"{checked.rewards}. Submit from the repository root with `ray job submit --working-dir . -- bash "
+                f"...`{server}"
+            )
+        if not report["output_dir_shared"]:
+            raise LaunchError(
+                f"node {address} does not see {options.output_dir} as this node does: checkpoint shards would be "
+                "split across machines. Use an --output-dir on storage every node mounts at the same path"
+            )
+
+
+def run_ppo(options: argparse.Namespace, checked: SimpleNamespace, manifest_path: Path) -> None:
+    """Check the cluster, give every actor the reward configuration and prove it arrived, write the
+    manifest, then run OpenRLHF's CLI in this process.
+
+    Variables the job script exports reach this driver but not Ray's actors. `ray.init(runtime_env=...)`
+    here gives every actor of this job, on every node, the MED_RLVR_* variables, merged with the job's own
+    runtime env. OpenRLHF then skips its own `ray.init`, so the variables it would set are set here too.
+    Nothing is left in the output folder when a check fails: the manifest comes last.
+    """
+    import ray
+
+    forwarded = {name: os.environ[name] for name in FORWARDED_SECRETS if name in os.environ}
+    ray.init(runtime_env={"env_vars": {**openrlhf_ray_env(), **reward_env(), **forwarded}})
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    print(f"med-rlvr: cluster: {check_cluster(checked.args, nodes)}", flush=True)
+    command, reward_url = checked.command, checked.args.reward.remote_url
+    if options.reward_server:
+        # On this (head) node at its cluster address, for every rollout actor; it ends with this driver,
+        # however the job ends. The probe below proves each node reaches it and gets the file's rewards.
+        reward_url = [start_reward_server(ray.util.get_node_ip_address())[1]]
+        command = [*command, "--reward.remote_url", reward_url[0]]  # the last one wins
+        print(f"med-rlvr: reward server {reward_url[0]} replaces the reward file for OpenRLHF", flush=True)
+
+    created = not options.output_dir.exists()
+    options.output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        probe_nodes(options, checked, nodes, reward_url)
+        print(f"med-rlvr: the reward configuration and {options.output_dir} reached each of {len(nodes)} node(s)")
+        check_disk(options.output_dir, checked.plan, dry_run=False)
+        write_manifest(manifest_path, build_manifest(options, command, checked.args, checked.data, checked.plan))
+    except BaseException:
+        if created and not any(options.output_dir.iterdir()):
+            options.output_dir.rmdir()
+        raise
+    print(f"med-rlvr: manifest {manifest_path}", flush=True)
+    sys.argv = command[2:]  # the module and its flags
+    runpy.run_module(PPO_MODULE, run_name="__main__", alter_sys=True)
