@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from med_rlvr_plugin.data import SOURCES, format_row, read_rows
-from med_rlvr_plugin.evaluate import read_questions, report
+from med_rlvr_plugin.evaluate.reports import read_questions, report
 from med_rlvr_plugin.launcher import sample_rows
 from med_rlvr_plugin.verifier import RewardConfig
 

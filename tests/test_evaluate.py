@@ -12,17 +12,10 @@ import pytest
 
 from med_rlvr_plugin import evaluate
 from med_rlvr_plugin.data import format_row
-from med_rlvr_plugin.evaluate import (
-    EvalError,
-    compare,
-    mcnemar_p,
-    mean_interval,
-    paired_bootstrap,
-    pass_at_k,
-    process_results,
-    report,
-    wilson_interval,
-)
+from med_rlvr_plugin.evaluate import EvalError, process_results, runner
+from med_rlvr_plugin.evaluate.__main__ import main
+from med_rlvr_plugin.evaluate.reports import compare, report
+from med_rlvr_plugin.evaluate.statistics import mcnemar_p, mean_interval, paired_bootstrap, pass_at_k, wilson_interval
 from med_rlvr_plugin.launcher import SAMPLE_QUESTIONS, SAMPLE_SOURCE, sample_rows
 from med_rlvr_plugin.prompts import render_prompt
 from med_rlvr_plugin.verifier import RewardConfig
@@ -308,7 +301,7 @@ def test_steps_table_and_plot(tmp_path):
         ("model", None, [True] * 4 + [False]),
     ]:
         rows.append((label, step, report(right_or_wrong(tmp_path / label, right), RewardConfig())))
-    evaluate.write_steps(tmp_path, rows)
+    runner.write_steps(tmp_path, rows)
     markdown = (tmp_path / "steps.md").read_text()
     assert (
         "| global_step20_hf | 20 | 20.0 [3.6, 62.4] |" in markdown
@@ -329,7 +322,7 @@ def test_checkpoints_are_found_and_ordered_by_step(tmp_path):
         "model",
     ]:
         (tmp_path / name).mkdir(parents=True)
-    found = [(step, path.relative_to(tmp_path).as_posix()) for step, path in evaluate.checkpoints(tmp_path)]
+    found = [(step, path.relative_to(tmp_path).as_posix()) for step, path in runner.checkpoints(tmp_path)]
     assert found == [
         (20, "ckpt/global_step20_hf"),
         (40, "ckpt/global_step40_hf"),
@@ -338,7 +331,7 @@ def test_checkpoints_are_found_and_ordered_by_step(tmp_path):
         (None, "model"),
     ]
     with pytest.raises(EvalError, match="no ckpt/global_step"):
-        evaluate.checkpoints(tmp_path / "ckpt" / "_actor")
+        runner.checkpoints(tmp_path / "ckpt" / "_actor")
 
 
 # ---------------------------------------------------------------- input errors
@@ -372,13 +365,13 @@ def test_errors_name_the_problem_before_any_model_loads(tmp_path, prompt_file, t
         path.write_text(edit)
         cases[name] = ([str(tiny_qwen2)], path, message)
     for name, (models, data, message) in cases.items():
-        assert evaluate.main(["run", *models, "--data", str(data), "--output-dir", str(tmp_path / "out")]) == 2, name
+        assert main(["run", *models, "--data", str(data), "--output-dir", str(tmp_path / "out")]) == 2, name
         assert message in capsys.readouterr().err, name
-    assert evaluate.main(["run", str(tiny_qwen2), "--data", str(tmp_path / "none.jsonl"), "--output-dir", "x"]) == 2
+    assert main(["run", str(tiny_qwen2), "--data", str(tmp_path / "none.jsonl"), "--output-dir", "x"]) == 2
     assert "none.jsonl: no such data file" in capsys.readouterr().err
-    assert evaluate.main(["run", str(tiny_qwen2), "--n-samples", "4", "--temperature", "0", "--output-dir", "x"]) == 2
+    assert main(["run", str(tiny_qwen2), "--n-samples", "4", "--temperature", "0", "--output-dir", "x"]) == 2
     assert "needs --temperature > 0" in capsys.readouterr().err
-    assert evaluate.main(["run", str(tiny_qwen2), "--limit", "0", "--output-dir", "x"]) == 2
+    assert main(["run", str(tiny_qwen2), "--limit", "0", "--output-dir", "x"]) == 2
     assert "--limit must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     # the lm-eval hook that checks rows for the plain lm_eval CLI
@@ -439,7 +432,7 @@ def test_hf_backend_end_to_end_and_resume_from_cache(workdir, tiny_qwen2, monkey
         "--batch-size",
         "1",
     ]
-    assert evaluate.main(["run", "--run-dir", str(run_dir), *options]) == 0
+    assert main(["run", "--run-dir", str(run_dir), *options]) == 0
     out = run_dir / "eval"
     tasks = ["medrlvr_medqa", "medrlvr_mmlu_pro_health", "medrlvr_medqa_chat"]
     assert sum(calls) == 2 * 3 * 2  # models x tasks x questions, every one generated
@@ -486,7 +479,7 @@ def test_hf_backend_end_to_end_and_resume_from_cache(workdir, tiny_qwen2, monkey
     # Again, one checkpoint named directly: the same output folder, so the same cache.
     calls.clear()
     before = newest_samples(out / "global_step10_hf", "medrlvr_medqa_chat")
-    assert evaluate.main(["run", str(run_dir / "ckpt" / "global_step10_hf"), "--output-dir", str(out), *options]) == 0
+    assert main(["run", str(run_dir / "ckpt" / "global_step10_hf"), "--output-dir", str(out), *options]) == 0
     assert calls == []  # every response came from lm-eval's cache
     assert newest_samples(out / "global_step10_hf", "medrlvr_medqa_chat") == before
     assert len(list((out / "global_step10_hf").glob("samples_medrlvr_medqa_chat_2*.jsonl"))) == 2
