@@ -24,16 +24,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from med_rlvr_plugin.cli import ToolError
 from med_rlvr_plugin.dynamics import CLASSES, STAGES, Stage, stage_timeline
-from med_rlvr_plugin.reward import score_grade
-from med_rlvr_plugin.verifier import Grade, grade_response
+from med_rlvr_plugin.lm_eval_logs import newest_logs, read_samples
+from med_rlvr_plugin.reward import score_grade, score_sample
+from med_rlvr_plugin.verifier import Grade
 
 # Per-step quantities: the reward file's extra_logs keys, which OpenRLHF logs as train/<key>.
 RATES = ("accuracy", "well_formed", "answer_leak", "preamble")
 LENGTHS = ("think_words", "response_chars")
 KEYS = (*RATES, *LENGTHS, *(f"behaviour_{name}" for name in CLASSES))
 GRADE_FIELDS = tuple(Grade.__dataclass_fields__)
-_SAMPLES_NAME = re.compile(r"samples_(?P<task>.+)_(?P<stamp>\d{4}-\d\d-\d\dT[\d.-]+)\.jsonl")
 _STEP_IN_NAME = re.compile(r"global_step(\d+)")
 FIGURE_SIZE, DPI = (10, 5), 100  # every PNG is 1000 x 500 pixels
 CLASS_COLORS = ("#9e9e9e", "#8e44ad", "#e74c3c", "#f39c12", "#27ae60")  # in CLASSES order
@@ -41,7 +42,7 @@ STAGE_COLORS = ("#e0e0e0", "#fdd9a0", "#c7e9c0", "#f6b2a8", "#d7bde2", "#aed6f1"
 EXAMPLE_CHARS = 1500
 
 
-class AnalyzeError(Exception):
+class AnalyzeError(ToolError):
     """Input that cannot be analysed; the message says which file and what to do."""
 
 
@@ -93,33 +94,21 @@ def read_eval_logs(folders: Iterable[Path]) -> dict[tuple[str, str], list[dict[s
     """(checkpoint, task) -> the logs of each response in the newest lm-eval sample log of that task in each
     folder holding some; the checkpoint is the folder's name (evaluate writes one folder per checkpoint).
 
-    Each response is graded again by `grade_response` in lenient format (the paper's; the class rules
-    read text before `<think>` themselves), on the prompt as lm-eval sent it.
+    Each response is graded again by `score_sample` in lenient format (the paper's; the class rules read
+    text before `<think>` themselves), on the prompt as lm-eval sent it.
     """
-    newest: dict[tuple[str, str], tuple[str, Path]] = {}
-    for folder in folders:
-        for path in folder.rglob("samples_*.jsonl"):
-            match = _SAMPLES_NAME.fullmatch(path.name)
-            key = (path.parent.name, match["task"]) if match else None
-            if key and match["stamp"] > newest.get(key, ("", path))[0]:
-                newest[key] = (match["stamp"], path)
     logs = {}
-    for key, (_, path) in newest.items():
-        logs[key] = []
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
+    for folder in sorted({path.parent for eval_dir in folders for path in eval_dir.rglob("samples_*.jsonl")}):
+        for task, path in newest_logs(folder).items():
+            logs[(folder.name, task)] = []
+            for sample in read_samples(path):
+                label = sample.doc.get("label")
                 try:
-                    sample = json.loads(line)
-                    prompt, label = sample["arguments"]["gen_args_0"]["arg_0"], sample["doc"]["label"]
-                    logs[key] += [
-                        sample_logs(grade_response(prompt + text, prompt, label), prompt)
-                        for text in sample["resps"][0]
+                    logs[(folder.name, task)] += [
+                        score_sample(sample.prompt + text, sample.prompt, label).metrics for text in sample.responses
                     ]
-                except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as error:
-                    raise AnalyzeError(
-                        f"{path}:{number}: not a graded lm-eval generate_until sample ({type(error).__name__}: "
-                        f"{error}); expected doc.label, resps and arguments.gen_args_0.arg_0 (lm-eval --log_samples)"
-                    ) from None
+                except ValueError as error:  # a label that names no option letter
+                    raise AnalyzeError(f"{sample.where}: field doc.label: {error}") from None
     return logs
 
 
@@ -482,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             window=options.window,
             min_steps=options.min_steps,
         )
-    except AnalyzeError as error:
+    except ToolError as error:
         print(f"med-rlvr analyze: error: {error}", file=sys.stderr)
         return 1
     for stage in summary["stages"]:

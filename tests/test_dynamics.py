@@ -22,6 +22,7 @@ import pytest
 
 from med_rlvr_plugin.analyze import AnalyzeError, analyze
 from med_rlvr_plugin.analyze import main as analyze_main
+from med_rlvr_plugin.cli import ToolError
 from med_rlvr_plugin.dynamics import Thresholds, behaviour, stage_timeline
 from med_rlvr_plugin.openrlhf_reward import rollout_sampling
 from med_rlvr_plugin.prompts import render_prompt
@@ -593,7 +594,7 @@ def test_lm_eval_sample_logs_are_classed_per_checkpoint(tmp_path):
     ) in report
     assert_plot(tmp_path / "out" / "eval.png")
     write_lines(evals / "model" / "samples_medqa_2026-12-01T12-00-00.000001.jsonl", [{"doc": {}}])
-    with pytest.raises(AnalyzeError, match=r"samples_medqa_2026-12-01T12-00-00.000001.jsonl:1: not a graded lm-eval"):
+    with pytest.raises(ToolError, match=r"samples_medqa_2026-12-01T12-00-00.000001.jsonl:1: not a graded lm-eval"):
         analyze(tmp_path / "run", tmp_path / "out")
 
 

@@ -4,6 +4,7 @@ lm_eval CLI on the shipped tasks; the vLLM backend's argument handling with a st
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from med_rlvr_plugin import evaluate
+from med_rlvr_plugin.cli import ToolError
 from med_rlvr_plugin.data import format_row
 from med_rlvr_plugin.evaluate import EvalError, process_results, runner
 from med_rlvr_plugin.evaluate.__main__ import main
@@ -237,6 +239,20 @@ def test_report_refuses_responses_cut_at_a_stop_string(tmp_path):
     write_log(tmp_path, "medrlvr_medqa", [line])
     with pytest.raises(EvalError, match=r":1: generated with stop strings \['</answer>'\]"):
         report(tmp_path, RewardConfig())
+
+
+def test_report_names_the_log_line_that_is_no_sample(tmp_path):
+    good = log_line(0, doc(0, *QUESTIONS[0][:3]), [RESPONSES[0]])
+    no_request = {key: value for key, value in good.items() if key != "arguments"}
+    for line, message in [
+        ("{", r":2: not JSON"),
+        (json.dumps({**good, "resps": [[]]}), r":2: not a graded lm-eval .* resps\[0\] must be a non-empty list"),
+        (json.dumps(no_request), r":2: not a graded lm-eval generate_until sample \(KeyError: 'arguments'\)"),
+    ]:
+        path = write_log(tmp_path, "medrlvr_medqa", [good])
+        path.write_text(path.read_text() + line + "\n")
+        with pytest.raises(ToolError, match=re.escape(str(path)) + message):
+            report(tmp_path, RewardConfig())
 
 
 def test_report_takes_each_task_s_newest_log_and_samples(tmp_path):

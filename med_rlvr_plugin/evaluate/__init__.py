@@ -27,6 +27,7 @@ from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
+from med_rlvr_plugin.cli import ToolError
 from med_rlvr_plugin.verifier import (
     ANSWER_CLOSE,
     ANSWER_OPEN,
@@ -55,7 +56,7 @@ METRICS = (
 RATES = tuple(key for key, _, kind in METRICS if kind == "rate")
 
 
-class EvalError(Exception):
+class EvalError(ToolError):
     """Input the evaluation cannot use; the message says where and what to do."""
 
 

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from med_rlvr_plugin.cli import ToolError
 from med_rlvr_plugin.defaults import MAX_NEW_TOKENS
 from med_rlvr_plugin.evaluate import RATES, EvalError
 from med_rlvr_plugin.evaluate.reports import compare, report
@@ -92,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 output = Path(args.output)
                 markdown = table.pop("markdown")
                 write_together({output: [markdown], output.with_suffix(".json"): [json.dumps(table, indent=1) + "\n"]})
-    except (EvalError, ValueError) as error:
+    except (ToolError, ValueError) as error:
         print(f"med-rlvr evaluate: {error}", file=sys.stderr)
         return 2
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
@@ -13,16 +12,16 @@ from pathlib import Path
 from med_rlvr_plugin.evaluate import METRICS, RATES, EvalError, check_row, grade_texts, training_config
 from med_rlvr_plugin.evaluate.statistics import mcnemar_p, mean_interval, paired_bootstrap, pass_at_k, wilson_interval
 from med_rlvr_plugin.files import write_together
+from med_rlvr_plugin.lm_eval_logs import newest_logs, read_samples
 from med_rlvr_plugin.verifier import RewardConfig
 
 # Metadata fields whose values split a task into subgroups: MedQA's exam step, MMLU-Pro's source.
 SUBGROUP_FIELDS = ("meta_info", "src")
-_SAMPLES_NAME = re.compile(r"samples_(?P<task>.+)_(?P<stamp>\d{4}-\d\d-\d\dT[\d.-]+)\.jsonl")
 
 
 def latest_sample_logs(directory: Path) -> dict[str, Path]:
     """Task -> its newest lm-eval sample log in `directory` or one folder below (lm-eval's CLI adds a
-    folder per model). Each lm-eval run adds files stamped with its start time; the newest one wins."""
+    folder per model)."""
     found = sorted(directory.glob("samples_*.jsonl")) + sorted(directory.glob("*/samples_*.jsonl"))
     folders = sorted({str(path.parent) for path in found})
     if len(folders) > 1:
@@ -30,53 +29,39 @@ def latest_sample_logs(directory: Path) -> dict[str, Path]:
             f"{directory} holds sample logs of several models ({', '.join(folders)}): report one "
             "folder, or compare them"
         )
-    latest: dict[str, tuple[str, Path]] = {}
-    for path in found:
-        match = _SAMPLES_NAME.fullmatch(path.name)
-        if match and match["stamp"] > latest.get(match["task"], ("", path))[0]:
-            latest[match["task"]] = (match["stamp"], path)
-    if not latest:
+    logs = newest_logs(Path(folders[0])) if folders else {}
+    if not logs:
         raise EvalError(
             f"{directory}: no lm-eval sample logs (samples_TASK_TIME.jsonl); run `evaluate run`, or "
             "lm_eval with --output_path and --log_samples"
         )
-    return {task: path for task, (_, path) in sorted(latest.items())}
+    return logs
 
 
 def read_questions(path: Path, config: RewardConfig) -> list[dict]:
     """One record per logged question: `key` (for pairing), `subgroup`, `k` (responses) and METRICS."""
     questions, seen = [], Counter()
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            where = f"{path}:{number}"
-            try:
-                sample = json.loads(line)
-                doc, texts, request = sample["doc"], sample["resps"][0], sample["arguments"]["gen_args_0"]
-                prompt, generation = request["arg_0"], request["arg_1"]
-            except (json.JSONDecodeError, KeyError, IndexError, TypeError):
-                raise EvalError(
-                    f"{where}: not an lm-eval generate_until sample log line (doc, resps, "
-                    "arguments.gen_args_0.arg_0 and arg_1)"
-                ) from None
-            check_row(doc, f"{where}: doc")
-            if any(generation.get("until") or ()):
-                raise EvalError(
-                    f"{where}: generated with stop strings {generation['until']}, which lm-eval cuts from "
-                    "the response, so the verifier would grade cut responses; generate with `until: []`"
-                )
-            # Rows are paired across models by their prepared `id` (its n-th occurrence, should a file repeat one).
-            identity = str(doc.get("id", sample.get("doc_id")))
-            seen[identity] += 1
-            metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
-            field = next((name for name in SUBGROUP_FIELDS if name in metadata), None)
-            questions.append(
-                {
-                    "key": f"{identity}#{seen[identity]}",
-                    "subgroup": (field, str(metadata[field])) if field else None,
-                    "k": len(texts),
-                    **grade_texts(prompt, texts, doc["label"], config),
-                }
+    for sample in read_samples(path):
+        doc = sample.doc
+        check_row(doc, f"{sample.where}: doc")
+        if any(sample.generation.get("until") or ()):
+            raise EvalError(
+                f"{sample.where}: generated with stop strings {sample.generation['until']}, which lm-eval cuts "
+                "from the response, so the verifier would grade cut responses; generate with `until: []`"
             )
+        # Rows are paired across models by their prepared `id` (its n-th occurrence, should a file repeat one).
+        identity = str(doc.get("id", sample.doc_id))
+        seen[identity] += 1
+        metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+        field = next((name for name in SUBGROUP_FIELDS if name in metadata), None)
+        questions.append(
+            {
+                "key": f"{identity}#{seen[identity]}",
+                "subgroup": (field, str(metadata[field])) if field else None,
+                "k": len(sample.responses),
+                **grade_texts(sample.prompt, sample.responses, doc["label"], config),
+            }
+        )
     if not questions:
         raise EvalError(f"{path}: the sample log is empty")
     if len({question["k"] for question in questions}) > 1:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from med_rlvr_plugin.defaults import MAX_NEW_TOKENS
 from med_rlvr_plugin.evaluate import TASK_DIR, TEMPLATE, EvalError, check_row, training_config
-from med_rlvr_plugin.evaluate.reports import _SAMPLES_NAME, _cell, _table, compare, report
+from med_rlvr_plugin.evaluate.reports import _cell, _table, compare, report
 from med_rlvr_plugin.files import write_together
+from med_rlvr_plugin.lm_eval_logs import SAMPLES_NAME
 
 _CHECKPOINT_NAME = re.compile(r"(?:best_)?global_step(\d+)_hf")
 
@@ -185,7 +186,7 @@ def evaluate_model(
             for name in samples:
                 tracker.save_results_samples(task_name=name, samples=samples[name])
             written = [path for path in Path(scratch).rglob("*") if path.is_file()]
-            logged = {match["task"] for path in written if (match := _SAMPLES_NAME.fullmatch(path.name))}
+            logged = {match["task"] for path in written if (match := SAMPLES_NAME.fullmatch(path.name))}
             if logged != set(samples) or not any(path.name.startswith("results_") for path in written):
                 raise EvalError(
                     f"lm-eval did not write all its results and sample logs for {model} (see its warnings)"
