@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from med_rlvr_plugin import evaluate
+from med_rlvr_plugin import analyze, evaluate, reward
 from med_rlvr_plugin.cli import ToolError
 from med_rlvr_plugin.data import format_row
 from med_rlvr_plugin.evaluate import EvalError, process_results, runner
@@ -182,11 +182,11 @@ def test_paired_bootstrap():
 
 def test_process_results_grades_like_the_paper():
     row = doc(0, *QUESTIONS[0][:3])
-    assert process_results(row, [RESPONSES[0]])["acc"] == 1.0
+    assert process_results(row, [RESPONSES[0]])["accuracy"] == 1.0
     # two responses (repeats through a take_first_k filter): the metrics are their means
     wrong = RESPONSES[0].replace("<answer>B", "<answer>C")
     graded = process_results(row, [[RESPONSES[0], wrong]])
-    assert graded["acc"] == 0.5 and graded["well_formed"] == 1.0 and graded["reward"] == 0.5
+    assert graded["accuracy"] == 0.5 and graded["well_formed"] == 1.0 and graded["reward"] == 0.5
     # a chat row: the text sent is the user message
     chat = {**row, "prompt": [{"role": "user", "content": "Q?\nA. x\nB. y"}]}
     assert evaluate.doc_to_text(chat) == "Q?\nA. x\nB. y"
@@ -196,29 +196,31 @@ def test_report_from_fixed_responses(tmp_path):
     summary = report(fixed_model(tmp_path / "rlvr"), RewardConfig())
     task = summary["tasks"]["medrlvr_medqa"]
     values = {key: entry["value"] for key, entry in task["metrics"].items()}
-    # by hand, per question: acc 1 1 0 0 1, strict 1 0 0 0 1, well formed 1 1 1 0 1, relaxed 1 1 0 1 1,
+    # by hand, per question: accuracy 1 1 0 0 1, strict 1 0 0 0 1, well formed 1 1 1 0 1, relaxed 1 1 0 1 1,
     # leak 0 0 0 0 1, preamble 0 1 0 0 0, reward 1 1 0 -1 1, thinking words 10 9 6 5 2,
-    # response words (tags stuck to the words beside them) 11 13 7 9 3
+    # response characters 101 105 84 91 44
     assert values == pytest.approx(
         {
-            "acc": 0.6,
-            "acc_strict": 0.4,
+            "accuracy": 0.6,
+            "accuracy_strict": 0.4,
             "well_formed": 0.8,
-            "relaxed_acc": 0.8,
+            "relaxed_accuracy": 0.8,
             "answer_leak": 0.2,
             "preamble": 0.2,
             "reward": 0.4,
             "think_words": 6.4,
-            "response_words": 8.6,
+            "response_chars": 85.0,
         }
     )
-    assert (task["metrics"]["acc"]["low"], task["metrics"]["acc"]["high"]) == pytest.approx((0.2307, 0.8824), abs=5e-5)
+    assert (task["metrics"]["accuracy"]["low"], task["metrics"]["accuracy"]["high"]) == pytest.approx(
+        (0.2307, 0.8824), abs=5e-5
+    )
     assert task["n"] == 5 and task["responses_per_question"] == 1
     groups = task["subgroups"]["groups"]
     assert task["subgroups"]["field"] == "meta_info" and list(groups) == ["step1", "step2&3"]
     assert [groups[g]["n"] for g in groups] == [3, 2]
-    assert groups["step1"]["metrics"]["acc"]["value"] == pytest.approx(2 / 3)
-    assert groups["step1"]["metrics"]["acc_strict"]["value"] == pytest.approx(1 / 3)
+    assert groups["step1"]["metrics"]["accuracy"]["value"] == pytest.approx(2 / 3)
+    assert groups["step1"]["metrics"]["accuracy_strict"]["value"] == pytest.approx(1 / 3)
     assert groups["step2&3"]["metrics"]["well_formed"]["value"] == 0.5
 
     markdown = (tmp_path / "rlvr" / "report.md").read_text()
@@ -230,7 +232,7 @@ def test_report_from_fixed_responses(tmp_path):
 
     # the training run's reward scheme changes the reward only
     penalized = report(tmp_path / "rlvr", RewardConfig(scheme="penalized"))["tasks"]["medrlvr_medqa"]["metrics"]
-    assert penalized["reward"]["value"] == pytest.approx(0.2) and penalized["acc"]["value"] == 0.6
+    assert penalized["reward"]["value"] == pytest.approx(0.2) and penalized["accuracy"]["value"] == 0.6
 
 
 def test_report_refuses_responses_cut_at_a_stop_string(tmp_path):
@@ -267,7 +269,7 @@ def test_report_takes_each_task_s_newest_log_and_samples(tmp_path):
     write_log(folder, "medrlvr_medqa", lines, stamp="2026-12-01T09-00-00")
     task = report(folder, RewardConfig())["tasks"]["medrlvr_medqa"]
     assert task["n"] == 2 and task["responses_per_question"] == 4
-    assert task["metrics"]["acc"]["value"] == pytest.approx((2 / 4 + 3 / 4) / 2)  # pass@1, the mean over samples
+    assert task["metrics"]["accuracy"]["value"] == pytest.approx((2 / 4 + 3 / 4) / 2)  # pass@1, the mean over samples
     assert task["metrics"]["pass@4"]["value"] == 1.0
     assert task["metrics"]["well_formed"]["value"] == pytest.approx((3 / 4 + 1) / 2)
 
@@ -307,6 +309,30 @@ def test_compare_pairs_the_same_questions(tmp_path):
     assert json.loads((tmp_path / "table.json").read_text())["models"]["rlvr"]["medrlvr_medqa"]["p"] == pytest.approx(
         0.375
     )
+
+
+def test_compare_takes_the_old_metric_names_with_a_note(tmp_path, capsys):
+    base = right_or_wrong(tmp_path / "base", [True] * 5 + [False] * 5)
+    rlvr = right_or_wrong(tmp_path / "rlvr", [True] * 4 + [False] + [True] * 4 + [False])
+    for old, new in [("acc", "accuracy"), ("acc_strict", "accuracy_strict"), ("relaxed_acc", "relaxed_accuracy")]:
+        output = tmp_path / f"{old}.md"
+        assert main(["compare", str(base), str(rlvr), "--metric", old, "--output", str(output)]) == 0
+        assert (
+            capsys.readouterr().err
+            == f"med-rlvr evaluate: warning: --metric {old} is deprecated; use --metric {new}\n"
+        )
+        assert json.loads(output.with_suffix(".json").read_text())["metric"] == new
+
+
+def test_one_metric_vocabulary():
+    """evaluate's metrics are reward.METRICS' names or its own additions, each documented and in the task YAML;
+    analyze's per-step quantities are reward.METRICS' names."""
+    keys = [key for key, _, _ in evaluate.METRICS]
+    assert set(keys) - set(reward.METRICS) == set(evaluate.ADDED_METRICS)
+    assert {*analyze.RATES, *analyze.LENGTHS, *analyze.KEYS} <= set(reward.METRICS)
+    documented = re.findall(r"^\| `(\w+)` \|", (REPO / "docs" / "evaluation.md").read_text(), re.MULTILINE)
+    assert documented == keys
+    assert re.findall(r"\{metric: (\w+),", evaluate.TEMPLATE.read_text()) == keys
 
 
 def test_steps_table_and_plot(tmp_path):
@@ -464,9 +490,9 @@ def test_hf_backend_end_to_end_and_resume_from_cache(workdir, tiny_qwen2, monkey
             results |= json.loads(path.read_text())["results"]
         for task in tasks:
             assert summary["tasks"][task]["n"] == 2
-            assert results[task]["acc,none"] == summary["tasks"][task]["metrics"]["acc"]["value"]
-            assert results[task]["response_words,none"] == pytest.approx(
-                summary["tasks"][task]["metrics"]["response_words"]["value"]
+            assert results[task]["accuracy,none"] == summary["tasks"][task]["metrics"]["accuracy"]["value"]
+            assert results[task]["response_chars,none"] == pytest.approx(
+                summary["tasks"][task]["metrics"]["response_chars"]["value"]
             )
     for name in ("comparison.md", "comparison.json", "steps.md", "steps.json", "steps.png"):
         assert (out / name).is_file(), name
@@ -613,7 +639,7 @@ def test_eval_checkpoint_script_through_lm_eval_vllm_backend(workdir, tiny_qwen2
         "--model-args",
         "dtype=bfloat16",
         env={
-            "PYTHONPATH": str(fake),
+            "PYTHONPATH": f"{fake}{os.pathsep}{REPO}",  # the code under test, not an installed copy
             "FAKE_VLLM_LOG": str(log),
             "FAKE_VLLM_RESPONSE": " <think>Because.</think> <answer>B</answer>",
         },
@@ -634,7 +660,7 @@ def test_eval_checkpoint_script_through_lm_eval_vllm_backend(workdir, tiny_qwen2
     assert all((s["temperature"], s["max_tokens"], s["stop"]) == (0.0, 1024, ["<|endoftext|>"]) for s in sampling)
     summary = json.loads((run_dir / "eval" / "global_step30_hf" / "summary.json").read_text())
     gold = [row["label"] for row in sample_rows()[:3]]  # B, C, A: the canned answer B is right once in 3
-    assert summary["tasks"]["medrlvr_medqa"]["metrics"]["acc"]["value"] == pytest.approx(gold.count("B") / 3)
+    assert summary["tasks"]["medrlvr_medqa"]["metrics"]["accuracy"]["value"] == pytest.approx(gold.count("B") / 3)
     assert (run_dir / "eval" / "steps.png").is_file()
 
 

@@ -28,6 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from med_rlvr_plugin.cli import ToolError
+from med_rlvr_plugin.reward import score_sample
 from med_rlvr_plugin.verifier import (
     ANSWER_CLOSE,
     ANSWER_OPEN,
@@ -40,18 +41,20 @@ from med_rlvr_plugin.verifier import (
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "lm_eval_tasks"
 TEMPLATE = TASK_DIR / "_medrlvr_template_yaml"
-# Per-question metrics: key, what the report calls it, and kind. A "rate" is a proportion of responses (a
-# Wilson interval with one response per question), a "mean" any other average (a t interval).
+# Per-question metrics: key, what the report calls it, and kind. The keys are reward.METRICS' names (of the
+# lenient-format score, the paper's) and evaluate's own three, ADDED_METRICS. A "rate" is a proportion of
+# responses (a Wilson interval with one response per question), a "mean" any other average (a t interval).
+ADDED_METRICS = ("accuracy_strict", "relaxed_accuracy", "reward")
 METRICS = (
-    ("acc", "accuracy (lenient, the paper's)", "rate"),
-    ("acc_strict", "accuracy (strict format)", "rate"),
+    ("accuracy", "accuracy (lenient, the paper's)", "rate"),
+    ("accuracy_strict", "accuracy (strict format)", "rate"),
     ("well_formed", "well formed (lenient)", "rate"),
-    ("relaxed_acc", "relaxed accuracy (last answer block, any format)", "rate"),
+    ("relaxed_accuracy", "relaxed accuracy (last answer block, any format)", "rate"),
     ("answer_leak", "answer leak", "rate"),
     ("preamble", "text before <think>", "rate"),
     ("reward", "mean reward (training config)", "mean"),
     ("think_words", "thinking words", "mean"),
-    ("response_words", "response words", "mean"),
+    ("response_chars", "response characters", "mean"),
 )
 RATES = tuple(key for key, _, kind in METRICS if kind == "rate")
 
@@ -109,26 +112,21 @@ def relaxed_letter(completion: str) -> str | None:
 def grade_texts(prompt: str, texts: Sequence[str], label: object, config: RewardConfig) -> dict[str, float]:
     """Each metric of METRICS for one question, averaged over its responses `texts` to `prompt`.
 
-    Accuracy and well-formedness are `grade_response` in lenient format (the paper's) and accuracy again in
-    strict format; the reward is the one `config` (the training run's) gives.
+    The metrics of reward.METRICS are `score_sample`'s in lenient format (the paper's); accuracy is graded
+    again in strict format, and the reward is the one `config` (the training run's) gives.
     """
     gold = parse_label(label)
     lenient, strict = _formats(config)
     totals: Counter = Counter()
     for text in texts:
-        grade = grade_response(prompt + text, prompt, label, lenient)
+        score = score_sample(prompt + text, prompt, label, lenient)
         strict_grade = grade_response(prompt + text, prompt, label, strict)
+        totals.update(score.metrics)
         totals.update(
             {
-                "acc": grade.correct,
-                "acc_strict": strict_grade.correct,
-                "well_formed": grade.well_formed,
-                "relaxed_acc": relaxed_letter(grade.completion) == gold,
-                "answer_leak": grade.answer_leak,
-                "preamble": grade.preamble,
-                "reward": (strict_grade if config.format == "strict" else grade).reward,
-                "think_words": grade.think_words,
-                "response_words": len(grade.completion.split()),
+                "accuracy_strict": strict_grade.correct,
+                "relaxed_accuracy": relaxed_letter(score.grade.completion) == gold,
+                "reward": (strict_grade if config.format == "strict" else score.grade).reward,
             }
         )
     return {key: totals[key] / len(texts) for key, _, _ in METRICS}

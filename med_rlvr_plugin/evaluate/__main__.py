@@ -2,7 +2,7 @@
 
     python -m med_rlvr_plugin.evaluate run [MODEL ...] [--run-dir OUTPUT_DIR] [--data FILE ...] --output-dir DIR
     python -m med_rlvr_plugin.evaluate report DIR
-    python -m med_rlvr_plugin.evaluate compare DIR1 DIR2 ... [--metric acc] [--output FILE.md]
+    python -m med_rlvr_plugin.evaluate compare DIR1 DIR2 ... [--metric accuracy] [--output FILE.md]
 
 lm-eval (0.4.13) generates, `med_rlvr_plugin.evaluate` grades (its docstring lists the modules);
 docs/evaluation.md has the commands, the metric definitions and an example table.
@@ -22,6 +22,13 @@ from med_rlvr_plugin.evaluate import RATES, EvalError
 from med_rlvr_plugin.evaluate.reports import compare, report
 from med_rlvr_plugin.evaluate.runner import run
 from med_rlvr_plugin.files import write_together
+
+# The metric names before issue 14, still accepted by `compare --metric` (with a note).
+OLD_METRIC_NAMES = {"acc": "accuracy", "acc_strict": "accuracy_strict", "relaxed_acc": "relaxed_accuracy"}
+
+
+def _deprecated(old: str, new: str) -> None:
+    print(f"med-rlvr evaluate: warning: {old} is deprecated; use {new}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,9 +69,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     report_parser.add_argument("directory")
     compare_parser = commands.add_parser("compare", help="the paper-style table across models (first: baseline)")
     compare_parser.add_argument("directories", nargs="+")
-    compare_parser.add_argument("--metric", default="acc", choices=RATES)
+    compare_parser.add_argument(
+        "--metric",
+        default="accuracy",
+        choices=(*RATES, *OLD_METRIC_NAMES),
+        metavar="METRIC",
+        help=f"the rate compared: {', '.join(RATES)} (default accuracy)",
+    )
     compare_parser.add_argument("--output", help="also write the table to this .md file, its data beside as .json")
     args = parser.parse_args(argv)
+    if args.command == "compare" and args.metric in OLD_METRIC_NAMES:
+        _deprecated(f"--metric {args.metric}", f"--metric {OLD_METRIC_NAMES[args.metric]}")
+        args.metric = OLD_METRIC_NAMES[args.metric]
     try:
         if args.command == "run":
             run(

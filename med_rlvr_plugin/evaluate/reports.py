@@ -80,7 +80,7 @@ def summarize(questions: Sequence[Mapping]) -> dict:
         low, high = wilson_interval(sum(values), n) if kind == "rate" and k == 1 else mean_interval(values)
         summary["metrics"][key] = {"value": value, "low": low, "high": high}
     if k > 1:
-        values = [pass_at_k(k, round(question["acc"] * k), k) for question in questions]
+        values = [pass_at_k(k, round(question["accuracy"] * k), k) for question in questions]
         low, high = mean_interval(values)
         summary["metrics"][f"pass@{k}"] = {"value": sum(values) / n, "low": low, "high": high}
     return summary
@@ -145,7 +145,10 @@ def report_markdown(label: str, tasks: Mapping[str, Mapping]) -> str:
                     [field, "n", "accuracy", "accuracy (strict)", "well formed"],
                     (
                         [value, str(group["n"])]
-                        + [_cell(group["metrics"][key], "rate") for key in ("acc", "acc_strict", "well_formed")]
+                        + [
+                            _cell(group["metrics"][key], "rate")
+                            for key in ("accuracy", "accuracy_strict", "well_formed")
+                        ]
                         for value, group in groups.items()
                     ),
                 )
@@ -178,7 +181,9 @@ def report(directory: str | os.PathLike, config: RewardConfig | None = None) -> 
     return summary
 
 
-def compare(directories: Sequence[str | os.PathLike], metric: str = "acc", config: RewardConfig | None = None) -> dict:
+def compare(
+    directories: Sequence[str | os.PathLike], metric: str = "accuracy", config: RewardConfig | None = None
+) -> dict:
     """The paper-style table: `metric` per model and task, and each model's difference from the first.
 
     A difference is paired when both models answered the same questions (same prepared ids): McNemar's

@@ -203,7 +203,7 @@ def write_steps(output_dir: Path, rows: Sequence[tuple[str, int | None, Mapping]
     import matplotlib.pyplot as plt
 
     accuracy = [
-        (label, step, {task: entry["metrics"]["acc"] for task, entry in summary["tasks"].items()})
+        (label, step, {task: entry["metrics"]["accuracy"] for task, entry in summary["tasks"].items()})
         for label, step, summary in rows
     ]
     tasks = sorted({task for _, _, by_task in accuracy for task in by_task})
@@ -217,7 +217,7 @@ def write_steps(output_dir: Path, rows: Sequence[tuple[str, int | None, Mapping]
         + _table(["checkpoint", "step", *tasks], table)
         + "\n"
     )
-    steps_json = [{"checkpoint": label, "step": step, "acc": by_task} for label, step, by_task in accuracy]
+    steps_json = [{"checkpoint": label, "step": step, "accuracy": by_task} for label, step, by_task in accuracy]
     write_together(
         {output_dir / "steps.md": [markdown], output_dir / "steps.json": [json.dumps(steps_json, indent=1) + "\n"]}
     )
