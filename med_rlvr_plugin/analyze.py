@@ -13,7 +13,6 @@ table) and timeline.json (the same numbers). docs/dynamics.md says how steps are
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import json
 import os
@@ -24,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from med_rlvr_plugin.cli import ToolError
+from med_rlvr_plugin.cli import ToolError, fail, tool_parser
 from med_rlvr_plugin.dynamics import CLASSES, STAGES, Stage, stage_timeline
 from med_rlvr_plugin.lm_eval_logs import newest_logs, read_samples
 from med_rlvr_plugin.reward import score_grade, score_sample
@@ -283,6 +282,13 @@ def plot_eval(evals: Sequence[Mapping], path: Path) -> None:
 # ---------------------------------------------------------------- the command
 
 
+def check_flags(bins: int, window: int, min_steps: int) -> None:
+    """AnalyzeError unless each is at least 1. Nothing is read: the command line calls this first, so that
+    these are usage errors (exit 2)."""
+    if bins < 1 or window < 1 or min_steps < 1:
+        raise AnalyzeError(f"--bins, --window and --min-steps must be at least 1, got {bins}, {window}, {min_steps}")
+
+
 def analyze(
     run_dir: str | os.PathLike,
     output: str | os.PathLike,
@@ -295,8 +301,7 @@ def analyze(
     run_dir, output = Path(run_dir), Path(output)
     if not run_dir.is_dir():
         raise AnalyzeError(f"{run_dir}: no such folder; give a run's OUTPUT_DIR")
-    if bins < 1 or window < 1 or min_steps < 1:
-        raise AnalyzeError(f"--bins, --window and --min-steps must be at least 1, got {bins}, {window}, {min_steps}")
+    check_flags(bins, window, min_steps)
     for folder in eval_dirs:
         if not Path(folder).is_dir():
             raise AnalyzeError(f"--eval {folder}: no such folder")
@@ -446,7 +451,7 @@ def _write(path: Path, text: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m med_rlvr_plugin.analyze", description=__doc__.split("\n")[0])
+    parser = tool_parser("analyze", prog="python -m med_rlvr_plugin.analyze", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", help="the run's OUTPUT_DIR (rollouts/, tensorboard/, eval/)")
     parser.add_argument("--output", required=True, help="folder for the plots, report.md and timeline.json")
     parser.add_argument(
@@ -462,6 +467,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--min-steps", type=int, default=3, help="shorter runs of a class join the run before (default 3)"
     )
     options = parser.parse_args(argv)
+    try:  # refused before anything is read: a usage error
+        check_flags(options.bins, options.window, options.min_steps)
+    except AnalyzeError as error:
+        parser.error(str(error))
     try:
         summary = analyze(
             options.run_dir,
@@ -471,9 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             window=options.window,
             min_steps=options.min_steps,
         )
-    except ToolError as error:
-        print(f"med-rlvr analyze: error: {error}", file=sys.stderr)
-        return 1
+    except (ToolError, OSError) as error:
+        return fail("analyze", error)
     for stage in summary["stages"]:
         print(f"  {stage['name']}: {summary['axis']}s {stage['first']}-{stage['last']}")
     return 0

@@ -526,7 +526,15 @@ def test_bad_input_is_refused_with_file_and_line(tmp_path, capsys):
     rows = [grade_record(" <think>x</think><answer>B</answer>", 1.0)] * 3
     write_lines(tmp_path / "run" / "rollouts" / "rollouts-h-1.jsonl", [rows[0], {"time": 2}, rows[1]])
     assert analyze_main([str(tmp_path / "run"), "--output", str(tmp_path / "out")]) == 1
-    assert "rollouts-h-1.jsonl:2: not a rollout sample (KeyError: 'reward')" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("med-rlvr analyze: error: ")
+    assert "rollouts-h-1.jsonl:2: not a rollout sample (KeyError: 'reward')" in err
+    with pytest.raises(SystemExit) as caught:  # a usage error, before anything is read
+        analyze_main([str(tmp_path / "run"), "--output", str(tmp_path / "out"), "--window", "0"])
+    assert caught.value.code == 2
+    assert "med-rlvr analyze: error: --bins, --window and --min-steps must be at least 1, got 50, 0, 3" in (
+        capsys.readouterr().err
+    )
     (tmp_path / "empty").mkdir()
     with pytest.raises(AnalyzeError, match="nothing to analyse.*--rollout-samples F and --tensorboard"):
         analyze(tmp_path / "empty", tmp_path / "out")

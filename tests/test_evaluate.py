@@ -386,6 +386,18 @@ def prompt_file(tmp_path: Path) -> Path:
     return path
 
 
+def usage_error(argv: list[str], capsys) -> str:
+    """The stderr of `evaluate argv`, which must stop with exit 2 (a usage error)."""
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    return capsys.readouterr().err
+
+
+def error_line(err: str, message: str) -> bool:
+    return any(line.startswith("med-rlvr evaluate: error: ") and message in line for line in err.splitlines())
+
+
 def test_errors_name_the_problem_before_any_model_loads(tmp_path, prompt_file, tiny_qwen2, capsys):
     lines = prompt_file.read_text().splitlines()
     cases = {
@@ -407,18 +419,34 @@ def test_errors_name_the_problem_before_any_model_loads(tmp_path, prompt_file, t
         path.write_text(edit)
         cases[name] = ([str(tiny_qwen2)], path, message)
     for name, (models, data, message) in cases.items():
-        assert main(["run", *models, "--data", str(data), "--output-dir", str(tmp_path / "out")]) == 2, name
-        assert message in capsys.readouterr().err, name
-    assert main(["run", str(tiny_qwen2), "--data", str(tmp_path / "none.jsonl"), "--output-dir", "x"]) == 2
-    assert "none.jsonl: no such data file" in capsys.readouterr().err
-    assert main(["run", str(tiny_qwen2), "--n-samples", "4", "--temperature", "0", "--output-dir", "x"]) == 2
-    assert "needs --temperature > 0" in capsys.readouterr().err
-    assert main(["run", str(tiny_qwen2), "--limit", "0", "--output-dir", "x"]) == 2
-    assert "--limit must be at least 1" in capsys.readouterr().err
+        assert main(["run", *models, "--data", str(data), "--output-dir", str(tmp_path / "out")]) == 1, name
+        assert error_line(capsys.readouterr().err, message), name
+    assert main(["run", str(tiny_qwen2), "--data", str(tmp_path / "none.jsonl"), "--output-dir", "x"]) == 1
+    assert error_line(capsys.readouterr().err, "none.jsonl: no such data file")
+    # flags refused before anything is read are usage errors
+    err = usage_error(["run", str(tiny_qwen2), "--n-samples", "4", "--temperature", "0", "--output-dir", "x"], capsys)
+    assert error_line(err, "needs --temperature > 0")
+    assert error_line(
+        usage_error(["run", str(tiny_qwen2), "--limit", "0", "--output-dir", "x"], capsys),
+        "--limit must be at least 1",
+    )
+    assert error_line(usage_error(["run", str(tiny_qwen2)], capsys), "--output-dir is required without --run-dir")
+    assert error_line(usage_error(["compare", str(tmp_path)], capsys), "compare needs at least two folders")
     assert not (tmp_path / "out").exists()
     # the lm-eval hook that checks rows for the plain lm_eval CLI
     with pytest.raises(EvalError, match="row 2 of the task's data file: field 'label'"):
         evaluate.process_docs([sample_rows()[0], {"prompt": "Q?", "label": "none"}])
+
+
+def test_run_takes_the_old_backend_flag_with_a_note(tmp_path, capsys):
+    missing = str(tmp_path / "no_such_model")
+    assert main(["run", missing, "--model", "vllm", "--output-dir", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "med-rlvr evaluate: warning: --model vllm is deprecated; use --backend vllm"
+    assert error_line("\n".join(err[1:]), "no_such_model: no such folder")
+    err = usage_error(["run", missing, "--model", "hf", "--backend", "hf", "--output-dir", "x"], capsys)
+    assert error_line(err, "give the backend once, as --backend")
+    assert error_line(usage_error(["run", missing, "--backend", "tgi"], capsys), "argument --backend: invalid choice")
 
 
 # ---------------------------------------------------------------- lm-eval end to end on CPU
@@ -625,6 +653,11 @@ def test_eval_checkpoint_script_through_lm_eval_vllm_backend(workdir, tiny_qwen2
     (run_dir / "ckpt").mkdir(parents=True)
     (run_dir / "ckpt" / "global_step30_hf").symlink_to(tiny_qwen2)
     log = workdir / "vllm_calls.jsonl"
+    env = {
+        "PYTHONPATH": f"{fake}{os.pathsep}{REPO}",  # the code under test, not an installed copy
+        "FAKE_VLLM_LOG": str(log),
+        "FAKE_VLLM_RESPONSE": " <think>Because.</think> <answer>B</answer>",
+    }
     result = run_script(
         "--run-dir",
         str(run_dir),
@@ -638,11 +671,7 @@ def test_eval_checkpoint_script_through_lm_eval_vllm_backend(workdir, tiny_qwen2
         "4096",
         "--model-args",
         "dtype=bfloat16",
-        env={
-            "PYTHONPATH": f"{fake}{os.pathsep}{REPO}",  # the code under test, not an installed copy
-            "FAKE_VLLM_LOG": str(log),
-            "FAKE_VLLM_RESPONSE": " <think>Because.</think> <answer>B</answer>",
-        },
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     calls = [json.loads(line) for line in log.read_text().splitlines()]
@@ -662,6 +691,21 @@ def test_eval_checkpoint_script_through_lm_eval_vllm_backend(workdir, tiny_qwen2
     gold = [row["label"] for row in sample_rows()[:3]]  # B, C, A: the canned answer B is right once in 3
     assert summary["tasks"]["medrlvr_medqa"]["metrics"]["accuracy"]["value"] == pytest.approx(gold.count("B") / 3)
     assert (run_dir / "eval" / "steps.png").is_file()
+
+    # The old spelling of --backend vllm, `evaluate run --model vllm`, still runs vLLM, with a note.
+    command = ["run", str(tiny_qwen2), "--model", "vllm", "--limit", "1", "--output-dir", str(workdir / "old_flag")]
+    result = subprocess.run(
+        [sys.executable, "-m", "med_rlvr_plugin.evaluate", *command],
+        env=os.environ | env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "med-rlvr evaluate: warning: --model vllm is deprecated; use --backend vllm\n" in result.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    engines = [call["model"] for call in calls if call["kind"] == "engine"]
+    assert engines == [str(run_dir / "ckpt" / "global_step30_hf"), str(tiny_qwen2)]
 
 
 def test_eval_checkpoint_script_refuses_bad_flags(tmp_path):

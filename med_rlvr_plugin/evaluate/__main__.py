@@ -1,39 +1,41 @@
-"""The paper's accuracy table for any model or checkpoint: lm-evaluation-harness generates, our verifier grades.
+"""The command line: `python -m med_rlvr_plugin.evaluate run|report|compare`, the paper's accuracy table.
 
     python -m med_rlvr_plugin.evaluate run [MODEL ...] [--run-dir OUTPUT_DIR] [--data FILE ...] --output-dir DIR
     python -m med_rlvr_plugin.evaluate report DIR
     python -m med_rlvr_plugin.evaluate compare DIR1 DIR2 ... [--metric accuracy] [--output FILE.md]
 
-lm-eval (0.4.13) generates, `med_rlvr_plugin.evaluate` grades (its docstring lists the modules);
-docs/evaluation.md has the commands, the metric definitions and an example table.
+lm-evaluation-harness generates, our verifier grades (`med_rlvr_plugin.evaluate` lists the modules);
+docs/evaluation.md has the commands, the metric definitions and an example table. Exit 2 for a usage
+error, 1 for bad input or a failed run (cli.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from med_rlvr_plugin.cli import ToolError
+from med_rlvr_plugin.cli import ToolError, fail, tool_parser
 from med_rlvr_plugin.defaults import MAX_NEW_TOKENS
-from med_rlvr_plugin.evaluate import RATES, EvalError
-from med_rlvr_plugin.evaluate.reports import compare, report
-from med_rlvr_plugin.evaluate.runner import run
-from med_rlvr_plugin.files import write_together
+from med_rlvr_plugin.evaluate import RATES
+from med_rlvr_plugin.evaluate.reports import compare, report, write_comparison
+from med_rlvr_plugin.evaluate.runner import check_flags, run
 
+BACKENDS = ("hf", "vllm")
 # The metric names before issue 14, still accepted by `compare --metric` (with a note).
 OLD_METRIC_NAMES = {"acc": "accuracy", "acc_strict": "accuracy_strict", "relaxed_acc": "relaxed_accuracy"}
 
 
-def _deprecated(old: str, new: str) -> None:
-    print(f"med-rlvr evaluate: warning: {old} is deprecated; use {new}", file=sys.stderr)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m med_rlvr_plugin.evaluate", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+def parser() -> argparse.ArgumentParser:
+    """The parser of the three commands; usage errors print `med-rlvr evaluate: error: ...` and exit 2."""
+    top = tool_parser(
+        "evaluate",
+        prog="python -m med_rlvr_plugin.evaluate",
+        description="The paper's accuracy table for any model or checkpoint: lm-evaluation-harness generates, "
+        "our verifier grades.",
+    )
+    commands = top.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="generate with lm-eval, grade, write the tables")
     run_parser.add_argument("models", nargs="*", help="model folders or hub ids")
     run_parser.add_argument(
@@ -47,7 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="prepared prompt files (default: data/medqa_test.jsonl data/mmlu_pro_health.jsonl)",
     )
     run_parser.add_argument("--output-dir", help="where to write (default: RUN_DIR/eval)")
-    run_parser.add_argument("--model", dest="backend", choices=("hf", "vllm"), default="hf", help="lm-eval backend")
+    run_parser.add_argument("--backend", choices=BACKENDS, help="lm-eval backend (default hf)")
+    # --model named the backend before issue 14; everywhere else (the launch scripts) it names a model.
+    run_parser.add_argument("--model", dest="old_backend", choices=BACKENDS, help=argparse.SUPPRESS)
     run_parser.add_argument(
         "--model-args",
         default="",
@@ -77,10 +81,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"the rate compared: {', '.join(RATES)} (default accuracy)",
     )
     compare_parser.add_argument("--output", help="also write the table to this .md file, its data beside as .json")
-    args = parser.parse_args(argv)
-    if args.command == "compare" and args.metric in OLD_METRIC_NAMES:
-        _deprecated(f"--metric {args.metric}", f"--metric {OLD_METRIC_NAMES[args.metric]}")
-        args.metric = OLD_METRIC_NAMES[args.metric]
+    return top
+
+
+def _deprecated(old: str, new: str) -> None:
+    print(f"med-rlvr evaluate: warning: {old} is deprecated; use {new}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    top = parser()
+    args = top.parse_args(argv)
+    if args.command == "run":
+        if args.old_backend:
+            if args.backend:
+                top.error("give the backend once, as --backend (--model is its deprecated spelling)")
+            _deprecated(f"--model {args.old_backend}", f"--backend {args.old_backend}")
+        args.backend = args.backend or args.old_backend or "hf"
+        try:  # refused before anything is read: a usage error
+            check_flags(
+                args.models,
+                args.run_dir,
+                args.output_dir,
+                args.n_samples,
+                args.temperature,
+                args.max_gen_toks,
+                args.limit,
+                args.model_args,
+            )
+        except ToolError as error:
+            top.error(str(error))
+    if args.command == "compare":
+        if len(args.directories) < 2:
+            top.error("compare needs at least two folders")
+        if args.metric in OLD_METRIC_NAMES:
+            _deprecated(f"--metric {args.metric}", f"--metric {OLD_METRIC_NAMES[args.metric]}")
+            args.metric = OLD_METRIC_NAMES[args.metric]
     try:
         if args.command == "run":
             run(
@@ -101,17 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             report(args.directory)
             print((Path(args.directory) / "report.md").read_text(encoding="utf-8"))
         else:
-            if len(args.directories) < 2:
-                raise EvalError("compare needs at least two folders")
             table = compare(args.directories, args.metric)
             print(table["markdown"])
             if args.output:
-                output = Path(args.output)
-                markdown = table.pop("markdown")
-                write_together({output: [markdown], output.with_suffix(".json"): [json.dumps(table, indent=1) + "\n"]})
-    except (ToolError, ValueError) as error:
-        print(f"med-rlvr evaluate: {error}", file=sys.stderr)
-        return 2
+                write_comparison(table, Path(args.output))
+    except (ToolError, ValueError, OSError) as error:  # ValueError: a bad MED_RLVR_* variable or label
+        return fail("evaluate", error)
     return 0
 
 

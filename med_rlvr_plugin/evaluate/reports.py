@@ -263,3 +263,9 @@ def compare_markdown(table: Mapping) -> str:
         "interval]; p: McNemar's exact test (one response per question) or the paired bootstrap."
     )
     return note + "\n\n" + _table(header, rows) + "\n"
+
+
+def write_comparison(table: Mapping, output: Path) -> None:
+    """`compare`'s table as `output` (markdown) and its data beside as .json, together."""
+    data = {key: value for key, value in table.items() if key != "markdown"}
+    write_together({output: [table["markdown"]], output.with_suffix(".json"): [json.dumps(data, indent=1) + "\n"]})

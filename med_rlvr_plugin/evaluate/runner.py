@@ -13,8 +13,8 @@ from pathlib import Path
 
 from med_rlvr_plugin.defaults import MAX_NEW_TOKENS
 from med_rlvr_plugin.evaluate import TASK_DIR, TEMPLATE, EvalError, check_row, training_config
-from med_rlvr_plugin.evaluate.reports import _cell, _table, compare, report
-from med_rlvr_plugin.files import write_together
+from med_rlvr_plugin.evaluate.reports import _cell, _table, compare, report, write_comparison
+from med_rlvr_plugin.files import read_jsonl, write_together
 from med_rlvr_plugin.lm_eval_logs import SAMPLES_NAME
 
 _CHECKPOINT_NAME = re.compile(r"(?:best_)?global_step(\d+)_hf")
@@ -33,20 +33,12 @@ def default_tasks() -> dict[str, str]:
 
 def read_prompt_file(path: Path) -> bool:
     """Check every row of a prepared file (EvalError naming file, line and field); return whether it is chat."""
+    fix = "prepare it with data_prep/prepare.py (docs/data.md)"
     if not path.is_file():
-        raise EvalError(f"{path}: no such data file; prepare it with data_prep/prepare.py (docs/data.md)")
-    kinds = set()
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise EvalError(f"{path}:{number}: not JSON ({error.msg})") from None
-            kinds.add(check_row(row, f"{path}:{number}"))
+        raise EvalError(f"{path}: no such data file; {fix}")
+    kinds = {check_row(row, where) for where, row in read_jsonl(path, fix)}
     if not kinds:
-        raise EvalError(f"{path}: the data file is empty; prepare it with data_prep/prepare.py (docs/data.md)")
+        raise EvalError(f"{path}: the data file is empty; {fix}")
     if len(kinds) > 1:
         raise EvalError(f"{path}: mixes chat and base prompts; prepare one file of each")
     return kinds.pop()
@@ -247,6 +239,50 @@ def write_steps(output_dir: Path, rows: Sequence[tuple[str, int | None, Mapping]
     os.replace(temporary, output_dir / "steps.png")
 
 
+def check_flags(
+    models: Sequence[str],
+    run_dir: str | os.PathLike | None,
+    output_dir: str | os.PathLike | None,
+    n_samples: int,
+    temperature: float | None,
+    max_gen_toks: int,
+    limit: int | None,
+    model_args: str,
+) -> dict:
+    """lm-eval's generation settings from `run`'s flags; EvalError for a flag or combination it refuses.
+    Nothing is read: the command line calls this first, so that these are usage errors (exit 2)."""
+    for name, number in (("--n-samples", n_samples), ("--max-gen-toks", max_gen_toks), ("--limit", limit)):
+        if number is not None and number < 1:  # lm-eval would read --limit 0 as no limit
+            raise EvalError(f"{name} must be at least 1, got {number}")
+    temperature = (0.0 if n_samples == 1 else 1.0) if temperature is None else temperature
+    if n_samples > 1 and temperature <= 0:
+        raise EvalError("--n-samples > 1 needs --temperature > 0: greedy decoding gives the same response every time")
+    if "pretrained=" in model_args:
+        raise EvalError("--model-args: give the model as an argument of `run`, not as pretrained=")
+    if not models and run_dir is None:
+        raise EvalError("no model: name one or more model folders, or --run-dir OUTPUT_DIR of a training run")
+    if output_dir is None and run_dir is None:
+        raise EvalError("--output-dir is required without --run-dir")
+    return {"n_samples": n_samples, "temperature": temperature, "max_gen_toks": max_gen_toks}
+
+
+def prompt_tasks(data: Sequence[str | os.PathLike]) -> dict[str, tuple[Path, bool]]:
+    """Task name -> (prepared file, whether its prompts are chats), every row checked: the shipped tasks
+    without `data`; else a task per file, named as the shipped task that reads it or medrlvr_ + its stem."""
+    shipped = {name: Path(file) for name, file in default_tasks().items()}
+    if not data:
+        named = shipped
+    else:
+        shipped_name = {file.resolve(): name for name, file in reversed(shipped.items())}  # the first one wins
+        named = {
+            shipped_name.get(Path(file).resolve(), "medrlvr_" + re.sub(r"\W", "_", Path(file).stem)): Path(file)
+            for file in data
+        }
+    if len(named) < len(data):
+        raise EvalError("two data files have the same name; rename one (the task name comes from the file name)")
+    return {name: (path, read_prompt_file(path)) for name, path in named.items()}
+
+
 def run(
     models: Sequence[str],
     output_dir: str | os.PathLike | None,
@@ -265,40 +301,19 @@ def run(
     """Evaluate each model (and each checkpoint of `run_dir`) on each prepared file; write one folder per
     model (lm-eval's files, report.md, summary.json), and comparison.md/.json and, for a run, steps.*.
     Every input is checked before any model loads. Returns the output folder."""
-    for name, number in (("--n-samples", n_samples), ("--max-gen-toks", max_gen_toks), ("--limit", limit)):
-        if number is not None and number < 1:  # lm-eval would read --limit 0 as no limit
-            raise EvalError(f"{name} must be at least 1, got {number}")
+    settings = check_flags(models, run_dir, output_dir, n_samples, temperature, max_gen_toks, limit, model_args)
     training_config()  # a bad MED_RLVR_* variable fails now, not in lm-eval's grading after generation
-    temperature = (0.0 if n_samples == 1 else 1.0) if temperature is None else temperature
-    if n_samples > 1 and temperature <= 0:
-        raise EvalError("--n-samples > 1 needs --temperature > 0: greedy decoding gives the same response every time")
-    if "pretrained=" in model_args:
-        raise EvalError("--model-args: give the model as an argument of `run`, not as pretrained=")
     steps: dict[str, int | None] = {}
     models = list(models)
     if run_dir is not None:
         for step, path in checkpoints(Path(run_dir)):
             models.append(str(path))
             steps[str(path)] = step
-    if not models:
-        raise EvalError("no model: name one or more model folders, or --run-dir OUTPUT_DIR of a training run")
-    if output_dir is None:
-        if run_dir is None:
-            raise EvalError("--output-dir is required without --run-dir")
-        output_dir = Path(run_dir) / "eval"
-    output_dir = Path(output_dir)
+    output_dir = Path(run_dir) / "eval" if output_dir is None else Path(output_dir)
     for model in models:
         check_model(model)
-    named = (
-        {name: Path(file) for name, file in default_tasks().items()}
-        if not data
-        else {_task_name(Path(file)): Path(file) for file in data}
-    )
-    if len(named) < len(data):
-        raise EvalError("two data files have the same name; rename one (the task name comes from the file name)")
-    tasks = {name: (path, read_prompt_file(path)) for name, path in named.items()}
+    tasks = prompt_tasks(data)
 
-    settings = {"n_samples": n_samples, "temperature": temperature, "max_gen_toks": max_gen_toks}
     labels = _labels(models)
     summaries = {}
     for model, label in zip(models, labels, strict=True):
@@ -319,13 +334,7 @@ def run(
     if len(models) > 1:
         table = compare([output_dir / label for label in labels])
         print(table["markdown"])
-        markdown = table.pop("markdown")
-        write_together(
-            {
-                output_dir / "comparison.md": [markdown],
-                output_dir / "comparison.json": [json.dumps(table, indent=1) + "\n"],
-            }
-        )
+        write_comparison(table, output_dir / "comparison.md")
     if steps:
         rows = [
             (label, steps[model], summaries[model])
@@ -335,11 +344,3 @@ def run(
         write_steps(output_dir, rows)
         print((output_dir / "steps.md").read_text(encoding="utf-8"))
     return output_dir
-
-
-def _task_name(path: Path) -> str:
-    """The shipped task's name for its default file, else medrlvr_ + the file's stem."""
-    for name, file in default_tasks().items():
-        if path.resolve() == Path(file).resolve():
-            return name
-    return "medrlvr_" + re.sub(r"\W", "_", path.stem)
