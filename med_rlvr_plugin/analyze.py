@@ -25,6 +25,7 @@ from pathlib import Path
 
 from med_rlvr_plugin.cli import ToolError, fail, tool_parser
 from med_rlvr_plugin.dynamics import CLASSES, STAGES, Stage, stage_timeline
+from med_rlvr_plugin.files import read_jsonl
 from med_rlvr_plugin.lm_eval_logs import newest_logs, read_samples
 from med_rlvr_plugin.reward import score_grade, score_sample
 from med_rlvr_plugin.verifier import Grade
@@ -45,34 +46,27 @@ class AnalyzeError(ToolError):
     """Input that cannot be analysed; the message says which file and what to do."""
 
 
-def sample_logs(grade: Grade, prompt: str) -> dict[str, float]:
-    """The extra_logs values of one response, as the reward file logs them."""
-    return score_grade(grade, prompt).metrics
-
-
 def read_rollouts(folder: Path) -> tuple[list[dict], list[str]]:
     """The rollout samples of every *.jsonl in `folder`, by time, each with its class and logs; and a note
     per file whose last line is cut off (skipped: its process stopped mid-write)."""
+    fix = (
+        f"each line holds time, prompt, label and the verdict fields {', '.join(GRADE_FIELDS)}. Move other files "
+        f"out of {folder}"
+    )
     records, notes = [], []
     for path in sorted(folder.glob("*.jsonl")):
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                try:
-                    record = json.loads(line)
-                    grade = Grade(**{name: record[name] for name in GRADE_FIELDS})
-                    prompt, when = record["prompt"], float(record["time"])
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-                    if not line.endswith("\n"):  # the last line, cut off
-                        notes.append(f"{path.name}: the last line is cut off and was skipped")
-                        continue
-                    raise AnalyzeError(
-                        f"{path}:{number}: not a rollout sample ({type(error).__name__}: {error}); each line holds "
-                        f"time, prompt, label and the verdict fields {', '.join(GRADE_FIELDS)}. Move other files "
-                        f"out of {folder}"
-                    ) from None
-                logs = sample_logs(grade, prompt)
-                kind = next(name for name in CLASSES if logs[f"behaviour_{name}"])
-                records.append({**record, "time": when, "file": path.name, "class": kind, "logs": logs})
+        cut: list[str] = []
+        for where, record in read_jsonl(path, fix, on_cut=cut.append):
+            try:
+                grade = Grade(**{name: record[name] for name in GRADE_FIELDS})
+                prompt, when = record["prompt"], float(record["time"])
+            except (KeyError, TypeError, ValueError) as error:
+                raise AnalyzeError(f"{where}: not a rollout sample ({type(error).__name__}: {error}); {fix}") from None
+            score = score_grade(grade, prompt)
+            records.append(
+                {**record, "time": when, "file": path.name, "class": score.behaviour, "logs": score.metrics}
+            )
+        notes += [f"{path.name}: the last line is cut off and was skipped" for _ in cut]
     return sorted(records, key=lambda record: record["time"]), notes
 
 
