@@ -25,7 +25,8 @@ from pathlib import Path
 
 from med_rlvr_plugin.cli import ToolError, fail, tool_parser
 from med_rlvr_plugin.dynamics import CLASSES, STAGES, Stage, stage_timeline
-from med_rlvr_plugin.files import read_jsonl
+from med_rlvr_plugin.evaluate.reports import markdown_table
+from med_rlvr_plugin.files import png_bytes, read_jsonl, write_together
 from med_rlvr_plugin.lm_eval_logs import newest_logs, read_samples
 from med_rlvr_plugin.reward import score_grade, score_sample
 from med_rlvr_plugin.verifier import Grade
@@ -174,11 +175,6 @@ def _fenced(text: str) -> str:
     return f"{fence}text\n{shown}\n{fence}"
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    lines = [header, ["---"] * len(header), *rows]
-    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
-
-
 def _percent(value: float) -> str:
     return f"{100 * value:.0f}%"
 
@@ -201,14 +197,7 @@ def _pyplot():
     return plt
 
 
-def _save(figure, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.png")
-    figure.savefig(temporary, dpi=DPI)
-    _pyplot().close(figure)
-    os.replace(temporary, path)
-
-
-def plot_behaviour(series: Sequence, stages: Sequence[Stage], axis: str, path: Path) -> None:
+def plot_behaviour(series: Sequence, stages: Sequence[Stage], axis: str) -> bytes:
     """Class shares as a stacked area, under a strip with the stages numbered as in STAGES."""
     plt = _pyplot()
     figure, (strip, axes) = plt.subplots(2, 1, figsize=FIGURE_SIZE, sharex=True, gridspec_kw={"height_ratios": [1, 7]})
@@ -233,10 +222,10 @@ def plot_behaviour(series: Sequence, stages: Sequence[Stage], axis: str, path: P
     axes.set_ylabel("share of responses")
     axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     figure.tight_layout()
-    _save(figure, path)
+    return png_bytes(figure, DPI)
 
 
-def plot_lines(series: Sequence, groups: Sequence[Sequence[str]], axis: str, path: Path) -> None:
+def plot_lines(series: Sequence, groups: Sequence[Sequence[str]], axis: str) -> bytes:
     """One panel per group of keys, one line per key present."""
     plt = _pyplot()
     figure, panels = plt.subplots(len(groups), 1, figsize=FIGURE_SIZE, sharex=True, squeeze=False)
@@ -249,10 +238,10 @@ def plot_lines(series: Sequence, groups: Sequence[Sequence[str]], axis: str, pat
             panel.legend(fontsize="small")
     panels[-1, 0].set_xlabel(axis)
     figure.tight_layout()
-    _save(figure, path)
+    return png_bytes(figure, DPI)
 
 
-def plot_eval(evals: Sequence[Mapping], path: Path) -> None:
+def plot_eval(evals: Sequence[Mapping]) -> bytes:
     """Per task, class shares per checkpoint (in `evals`' order) as stacked bars, and accuracy as black dots."""
     plt = _pyplot()
     tasks = sorted({entry["task"] for entry in evals})
@@ -270,7 +259,7 @@ def plot_eval(evals: Sequence[Mapping], path: Path) -> None:
     panels[0, 0].set_ylabel("share of responses")
     panels[0, -1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     figure.tight_layout()
-    _save(figure, path)
+    return png_bytes(figure, DPI)
 
 
 # ---------------------------------------------------------------- the command
@@ -341,24 +330,24 @@ def analyze(
         "eval_stages": eval_stages,
     }
 
-    output.mkdir(parents=True, exist_ok=True)
-    written = ["report.md", "timeline.json"]
+    # Written together at the end, so that a failed plot leaves the folder as it was.
+    files = {
+        output / "report.md": [timeline_markdown(summary, stages, records, notes)],
+        output / "timeline.json": [json.dumps(summary, indent=1) + "\n"],
+    }
     if series:
-        plot_behaviour(series, stages, axis, output / "behaviour.png")
-        plot_lines(series, [RATES], axis, output / "rates.png")
-        plot_lines(series, [LENGTHS[:1], LENGTHS[1:]], axis, output / "lengths.png")
-        written += ["behaviour.png", "rates.png", "lengths.png"]
+        files[output / "behaviour.png"] = plot_behaviour(series, stages, axis)
+        files[output / "rates.png"] = plot_lines(series, [RATES], axis)
+        files[output / "lengths.png"] = plot_lines(series, [LENGTHS[:1], LENGTHS[1:]], axis)
     if evals:
-        plot_eval(evals, output / "eval.png")
-        written.append("eval.png")
-    _write(output / "timeline.json", json.dumps(summary, indent=1) + "\n")
-    _write(output / "report.md", report_markdown(summary, stages, records, notes))
-    for name in written:
-        print(f"med-rlvr analyze: wrote {output / name}")
+        files[output / "eval.png"] = plot_eval(evals)
+    write_together(files)
+    for path in files:
+        print(f"med-rlvr analyze: wrote {path}")
     return summary
 
 
-def report_markdown(summary: Mapping, stages: Sequence[Stage], records: Sequence[dict], notes: Sequence[str]) -> str:
+def timeline_markdown(summary: Mapping, stages: Sequence[Stage], records: Sequence[dict], notes: Sequence[str]) -> str:
     axis, shares = summary["axis"], [name.replace("_", " ") for name in CLASSES]
     lines = [f"# Training dynamics of {summary['run_dir']}", ""]
     if stages:
@@ -382,7 +371,7 @@ def report_markdown(summary: Mapping, stages: Sequence[Stage], records: Sequence
             for s in stages
         ]
         lines += [
-            _table(["#", "stage", axis + "s", *shares], rows),
+            markdown_table(["#", "stage", axis + "s", *shares], rows),
             "",
             "![class shares](behaviour.png)",
             "",
@@ -424,7 +413,12 @@ def report_markdown(summary: Mapping, stages: Sequence[Stage], records: Sequence
             ]
             for entry in summary["eval"]
         ]
-        lines += [_table(["checkpoint", "task", "responses", "accuracy", *shares], rows), "", "![eval](eval.png)", ""]
+        lines += [
+            markdown_table(["checkpoint", "task", "responses", "accuracy", *shares], rows),
+            "",
+            "![eval](eval.png)",
+            "",
+        ]
         for task, timeline in summary["eval_stages"].items():
             spans = (
                 f"{s['name']} ({s['first']}" + (f" to {s['last']})" if s["last"] != s["first"] else ")")
@@ -436,12 +430,6 @@ def report_markdown(summary: Mapping, stages: Sequence[Stage], records: Sequence
 
 def _utc(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _write(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -104,14 +104,15 @@ def summarize_task(questions: Sequence[Mapping]) -> dict:
 # ---------------------------------------------------------------- tables
 
 
-def _cell(entry: Mapping, kind: str, sign: str = "") -> str:
+def cell(entry: Mapping, kind: str, sign: str = "") -> str:
     """`value [low, high]`: rates in percent and means from 10 up with one decimal, smaller means with three."""
     scale, spec = (100, ".1f") if kind == "rate" else (1, ".1f" if abs(entry["value"]) >= 10 else ".3f")
     low, high = ("?" if entry[side] is None else f"{entry[side] * scale:{sign}{spec}}" for side in ("low", "high"))
     return f"{entry['value'] * scale:{sign}{spec}} [{low}, {high}]"
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A markdown table (no trailing newline); analyze's report uses it too."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
@@ -122,8 +123,7 @@ def report_markdown(label: str, tasks: Mapping[str, Mapping]) -> str:
     pass_k = sorted({key for task in tasks.values() for key in task["metrics"] if key.startswith("pass@")})
     metrics = list(METRICS) + [(key, f"{key} (unbiased estimator)", "rate") for key in pass_k]
     rows = [
-        [title]
-        + [_cell(tasks[name]["metrics"][key], kind) if key in tasks[name]["metrics"] else "-" for name in names]
+        [title] + [cell(tasks[name]["metrics"][key], kind) if key in tasks[name]["metrics"] else "-" for name in names]
         for key, title, kind in metrics
     ]
     rows.append(
@@ -134,19 +134,19 @@ def report_markdown(label: str, tasks: Mapping[str, Mapping]) -> str:
         "Percent (rates) or mean, with 95% intervals (Wilson for rates of one response "
         "per question, t otherwise). With k responses per question each rate is their mean: accuracy is "
         "pass@1.",
-        _table(["metric", *names], rows),
+        markdown_table(["metric", *names], rows),
     ]
     for name in names:
         if "subgroups" in tasks[name]:
             field, groups = tasks[name]["subgroups"]["field"], tasks[name]["subgroups"]["groups"]
             parts.append(f"### {name} by {field}")
             parts.append(
-                _table(
+                markdown_table(
                     [field, "n", "accuracy", "accuracy (strict)", "well formed"],
                     (
                         [value, str(group["n"])]
                         + [
-                            _cell(group["metrics"][key], "rate")
+                            cell(group["metrics"][key], "rate")
                             for key in ("accuracy", "accuracy_strict", "well_formed")
                         ]
                         for value, group in groups.items()
@@ -246,23 +246,23 @@ def compare_markdown(table: Mapping) -> str:
             if entry is None:
                 row += ["-", "", ""]
             elif "difference" not in entry:
-                row += [_cell(entry, "rate"), "(baseline)" if name == table["baseline"] else "", ""]
+                row += [cell(entry, "rate"), "(baseline)" if name == table["baseline"] else "", ""]
             elif not entry["paired"]:
-                row += [_cell(entry, "rate"), f"{entry['difference'] * 100:+.1f} (questions differ, unpaired)", ""]
+                row += [cell(entry, "rate"), f"{entry['difference'] * 100:+.1f} (questions differ, unpaired)", ""]
             else:
                 difference = {
                     "value": entry["difference"],
                     "low": entry["low_difference"],
                     "high": entry["high_difference"],
                 }
-                row += [_cell(entry, "rate"), _cell(difference, "rate", sign="+"), f"{entry['p']:.2g}"]
+                row += [cell(entry, "rate"), cell(difference, "rate", sign="+"), f"{entry['p']:.2g}"]
         rows.append(row)
     title = dict((key, title) for key, title, _ in METRICS)[table["metric"]]
     note = (
         f"{title}, percent [95% interval]; difference from {table['baseline']} in points [paired bootstrap 95% "
         "interval]; p: McNemar's exact test (one response per question) or the paired bootstrap."
     )
-    return note + "\n\n" + _table(header, rows) + "\n"
+    return note + "\n\n" + markdown_table(header, rows) + "\n"
 
 
 def write_comparison(table: Mapping, output: Path) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from med_rlvr_plugin.defaults import MAX_NEW_TOKENS
 from med_rlvr_plugin.evaluate import TASK_DIR, TEMPLATE, EvalError, check_row, training_config
-from med_rlvr_plugin.evaluate.reports import _cell, _table, compare, report, write_comparison
-from med_rlvr_plugin.files import read_jsonl, write_together
+from med_rlvr_plugin.evaluate.reports import cell, compare, markdown_table, report, write_comparison
+from med_rlvr_plugin.files import png_bytes, read_jsonl, write_together
 from med_rlvr_plugin.lm_eval_logs import SAMPLES_NAME
 
 _CHECKPOINT_NAME = re.compile(r"(?:best_)?global_step(\d+)_hf")
@@ -201,19 +201,15 @@ def write_steps(output_dir: Path, rows: Sequence[tuple[str, int | None, Mapping]
     tasks = sorted({task for _, _, by_task in accuracy for task in by_task})
     table = [
         [label, "final" if step is None else str(step)]
-        + [_cell(by_task[task], "rate") if task in by_task else "-" for task in tasks]
+        + [cell(by_task[task], "rate") if task in by_task else "-" for task in tasks]
         for label, step, by_task in accuracy
     ]
     markdown = (
         "Accuracy (lenient, the paper's), percent [95% Wilson interval], by training step.\n\n"
-        + _table(["checkpoint", "step", *tasks], table)
+        + markdown_table(["checkpoint", "step", *tasks], table)
         + "\n"
     )
     steps_json = [{"checkpoint": label, "step": step, "accuracy": by_task} for label, step, by_task in accuracy]
-    write_together(
-        {output_dir / "steps.md": [markdown], output_dir / "steps.json": [json.dumps(steps_json, indent=1) + "\n"]}
-    )
-
     figure, axes = plt.subplots(figsize=(7, 4))
     for index, task in enumerate(tasks):
         points = [(step, by_task[task]) for _, step, by_task in accuracy if step is not None and task in by_task]
@@ -233,10 +229,13 @@ def write_steps(output_dir: Path, rows: Sequence[tuple[str, int | None, Mapping]
     axes.set_ylabel("accuracy (%)")
     axes.legend(fontsize="small")
     figure.tight_layout()
-    temporary = output_dir / f".steps.{os.getpid()}.png"
-    figure.savefig(temporary, dpi=120)
-    plt.close(figure)
-    os.replace(temporary, output_dir / "steps.png")
+    write_together(
+        {
+            output_dir / "steps.md": [markdown],
+            output_dir / "steps.json": [json.dumps(steps_json, indent=1) + "\n"],
+            output_dir / "steps.png": png_bytes(figure, dpi=120),
+        }
+    )
 
 
 def check_flags(
