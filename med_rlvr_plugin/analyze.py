@@ -31,7 +31,7 @@ from med_rlvr_plugin.lm_eval_logs import newest_logs, read_samples
 from med_rlvr_plugin.reward import score_grade, score_sample
 from med_rlvr_plugin.verifier import Grade
 
-# Per-step quantities: the reward file's extra_logs keys, which OpenRLHF logs as train/<key>.
+# Per-step quantities, named as in reward.METRICS: the reward file logs them as extra_logs, OpenRLHF as train/<key>.
 RATES = ("accuracy", "well_formed", "answer_leak", "preamble")
 LENGTHS = ("think_words", "response_chars")
 KEYS = (*RATES, *LENGTHS, *(f"behaviour_{name}" for name in CLASSES))
@@ -265,6 +265,30 @@ def plot_eval(evals: Sequence[Mapping]) -> bytes:
 # ---------------------------------------------------------------- the command
 
 
+def eval_timeline(eval_logs: Mapping[tuple[str, str], list]) -> tuple[list[dict], dict[str, list[dict]]]:
+    """The eval rows, (checkpoint, task) by checkpoint order with their response count and mean logs, and per
+    task the stages across its checkpoints."""
+    evals = [
+        {"checkpoint": name, "task": task, "responses": len(rows), **_mean_logs(rows)}
+        for (name, task), rows in sorted(eval_logs.items(), key=lambda item: checkpoint_order(item[0][0]))
+        if rows
+    ]
+    # Checkpoints are few and far apart: each is its own step, unsmoothed.
+    eval_stages = {}
+    for task in sorted({entry["task"] for entry in evals}):
+        entries = [entry for entry in evals if entry["task"] == task]
+        timeline = stage_timeline([(index, class_shares(entry)) for index, entry in enumerate(entries)], 1, 1)
+        eval_stages[task] = [
+            {
+                "name": stage.name,
+                "first": entries[stage.first_step]["checkpoint"],
+                "last": entries[stage.last_step]["checkpoint"],
+            }
+            for stage in timeline
+        ]
+    return evals, eval_stages
+
+
 def check_flags(bins: int, window: int, min_steps: int) -> None:
     """AnalyzeError unless each is at least 1. Nothing is read: the command line calls this first, so that
     these are usage errors (exit 2)."""
@@ -300,24 +324,7 @@ def analyze(
             "pass --eval FOLDER"
         )
     stages = stage_timeline([(x, class_shares(values)) for x, values in series], window, min_steps)
-    evals = [
-        {"checkpoint": name, "task": task, "responses": len(rows), **_mean_logs(rows)}
-        for (name, task), rows in sorted(eval_logs.items(), key=lambda item: checkpoint_order(item[0][0]))
-        if rows
-    ]
-    # Checkpoints are few and far apart: each is its own step, unsmoothed.
-    eval_stages = {}
-    for task in sorted({entry["task"] for entry in evals}):
-        entries = [entry for entry in evals if entry["task"] == task]
-        timeline = stage_timeline([(index, class_shares(entry)) for index, entry in enumerate(entries)], 1, 1)
-        eval_stages[task] = [
-            {
-                "name": stage.name,
-                "first": entries[stage.first_step]["checkpoint"],
-                "last": entries[stage.last_step]["checkpoint"],
-            }
-            for stage in timeline
-        ]
+    evals, eval_stages = eval_timeline(eval_logs)
     summary = {
         "run_dir": str(run_dir),
         "source": source,
@@ -397,35 +404,41 @@ def timeline_markdown(summary: Mapping, stages: Sequence[Stage], records: Sequen
                     "",
                 ]
     if summary["eval"]:
-        lines += [
-            "## Evaluation responses per checkpoint",
-            "",
-            "Each lm-eval response graded again (lenient format) and classed as during training.",
-            "",
-        ]
-        rows = [
-            [
-                entry["checkpoint"],
-                entry["task"],
-                str(entry["responses"]),
-                _percent(entry["accuracy"]),
-                *(_percent(entry[f"behaviour_{name}"]) for name in CLASSES),
-            ]
-            for entry in summary["eval"]
-        ]
-        lines += [
-            markdown_table(["checkpoint", "task", "responses", "accuracy", *shares], rows),
-            "",
-            "![eval](eval.png)",
-            "",
-        ]
-        for task, timeline in summary["eval_stages"].items():
-            spans = (
-                f"{s['name']} ({s['first']}" + (f" to {s['last']})" if s["last"] != s["first"] else ")")
-                for s in timeline
-            )
-            lines += [f"Stages across checkpoints, {task}: " + "; ".join(spans), ""]
+        lines += eval_markdown(summary)
     return "\n".join(lines)
+
+
+def eval_markdown(summary: Mapping) -> list[str]:
+    """The report's lines on the eval logs: a row per checkpoint and task, and the stages across checkpoints."""
+    shares = [name.replace("_", " ") for name in CLASSES]
+    lines = [
+        "## Evaluation responses per checkpoint",
+        "",
+        "Each lm-eval response graded again (lenient format) and classed as during training.",
+        "",
+    ]
+    rows = [
+        [
+            entry["checkpoint"],
+            entry["task"],
+            str(entry["responses"]),
+            _percent(entry["accuracy"]),
+            *(_percent(entry[f"behaviour_{name}"]) for name in CLASSES),
+        ]
+        for entry in summary["eval"]
+    ]
+    lines += [
+        markdown_table(["checkpoint", "task", "responses", "accuracy", *shares], rows),
+        "",
+        "![eval](eval.png)",
+        "",
+    ]
+    for task, timeline in summary["eval_stages"].items():
+        spans = (
+            f"{s['name']} ({s['first']}" + (f" to {s['last']})" if s["last"] != s["first"] else ")") for s in timeline
+        )
+        lines += [f"Stages across checkpoints, {task}: " + "; ".join(spans), ""]
+    return lines
 
 
 def _utc(timestamp: float) -> str:
