@@ -6,8 +6,8 @@ prompts and responses of realistic length and mix: well formed right and wrong, 
 an answer leak, malformed (text after </answer>, a cut response). Rows are the real MedQA test questions when
 ../shared/data is present, else the built-in sample. Runs, best of --repeats:
 - read: the log's lines through json.loads (what any reader of the log pays);
-- read + grade: `read_questions`, which is the read plus `grade_texts` (lenient and strict grading, relaxed
-  letter, lengths) per response;
+- read + grade: `read_questions`, which is the read plus `grade_texts` (lenient `score_sample`, strict
+  grading, relaxed letter) per response;
 - report: `report`, the above plus the summaries, intervals, subgroups and the written files.
 The runs take turns (one of each per repeat); each reports its best time.
 

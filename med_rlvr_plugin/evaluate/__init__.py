@@ -5,14 +5,15 @@ generates, our verifier grades. lm-eval does everything about generation: backen
 the request cache, sample logs. The package adds, one concern a module:
 - here, the task hooks (`process_docs`, `doc_to_text`, `process_results`) for prepared prompt files, named
   by the task YAMLs in `lm_eval_tasks/` (`!function med_rlvr_plugin.evaluate.process_docs`) and by the
-  tasks `run` builds for any file. `process_results` is `grade_texts`: `grade_response` under the training
-  RewardConfig (MED_RLVR_* variables, the paper's by default) in lenient format, plus the strict format,
-  the relaxed letter and lengths;
+  tasks `run` builds for any file. `process_results` is `grade_texts`: `reward.score_sample` in lenient
+  format (the paper's), plus accuracy in strict format, the relaxed letter and the reward under the
+  training RewardConfig (MED_RLVR_* variables, the paper's by default);
 - `statistics`: pure functions, `wilson_interval`, `mean_interval`, `pass_at_k`, `mcnemar_p`,
   `paired_bootstrap`;
 - `reports`: `report` and `compare` read lm-eval's sample logs and grade them again with the same
   `grade_texts`, using the prompt exactly as sent (after any chat template), so any lm-eval run, ours or
-  the plain CLI's, gets the full table: Wilson intervals, subgroups, pass@k, paired tests;
+  the plain CLI's, gets the full table: Wilson intervals, subgroups, pass@k, paired tests (the logs are
+  read by `med_rlvr_plugin.lm_eval_logs`, which analyze shares);
 - `runner`: `run`, lm-eval on models (or a run's checkpoints) x prompt files, and the steps table and plot;
 - `__main__`: the command line, `python -m med_rlvr_plugin.evaluate run|report|compare`.
 docs/evaluation.md has the commands, the metric definitions and an example table.
