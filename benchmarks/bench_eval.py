@@ -6,8 +6,8 @@ prompts and responses of realistic length and mix: well formed right and wrong, 
 an answer leak, malformed (text after </answer>, a cut response). Rows are the real MedQA test questions when
 ../shared/data is present, else the built-in sample. Runs, best of --repeats:
 - read: the log's lines through json.loads (what any reader of the log pays);
-- read + grade: `read_questions`, which is the read plus `grade_texts` (lenient and strict grading, relaxed
-  letter, lengths) per response;
+- read + grade: `read_questions`, which is the read plus `grade_texts` (lenient `score_sample`, strict
+  grading, relaxed letter) per response;
 - report: `report`, the above plus the summaries, intervals, subgroups and the written files.
 The runs take turns (one of each per repeat); each reports its best time.
 
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from med_rlvr_plugin.data import SOURCES, format_row, read_rows
-from med_rlvr_plugin.evaluate import read_questions, report
+from med_rlvr_plugin.evaluate.reports import read_questions, report
 from med_rlvr_plugin.launcher import sample_rows
 from med_rlvr_plugin.verifier import RewardConfig
 

@@ -78,7 +78,7 @@ vllm_args+=",gpu_memory_utilization=$gpu_memory_utilization"
 [[ -z $max_model_len ]] || vllm_args+=",max_model_len=$max_model_len"
 [[ -z $model_args ]] || vllm_args+=",$model_args"
 
-command=(python3 -m med_rlvr_plugin.evaluate run "${models[@]}" --model vllm --model-args "$vllm_args"
+command=(python3 -m med_rlvr_plugin.evaluate run "${models[@]}" --backend vllm --model-args "$vllm_args"
   --n-samples "$n_samples" --max-gen-toks "$max_gen_toks")
 [[ -z $run_dir ]] || command+=(--run-dir "$run_dir")
 [[ -z $output_dir ]] || command+=(--output-dir "$output_dir")

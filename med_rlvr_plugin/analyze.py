@@ -13,7 +13,6 @@ table) and timeline.json (the same numbers). docs/dynamics.md says how steps are
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import json
 import os
@@ -24,16 +23,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from med_rlvr_plugin.cli import ToolError, fail, tool_parser
 from med_rlvr_plugin.dynamics import CLASSES, STAGES, Stage, stage_timeline
-from med_rlvr_plugin.reward import score_grade
-from med_rlvr_plugin.verifier import Grade, grade_response
+from med_rlvr_plugin.evaluate.reports import markdown_table
+from med_rlvr_plugin.files import png_bytes, read_jsonl, write_together
+from med_rlvr_plugin.lm_eval_logs import newest_logs, read_samples
+from med_rlvr_plugin.reward import score_grade, score_sample
+from med_rlvr_plugin.verifier import Grade
 
-# Per-step quantities: the reward file's extra_logs keys, which OpenRLHF logs as train/<key>.
+# Per-step quantities, named as in reward.METRICS: the reward file logs them as extra_logs, OpenRLHF as train/<key>.
 RATES = ("accuracy", "well_formed", "answer_leak", "preamble")
 LENGTHS = ("think_words", "response_chars")
 KEYS = (*RATES, *LENGTHS, *(f"behaviour_{name}" for name in CLASSES))
 GRADE_FIELDS = tuple(Grade.__dataclass_fields__)
-_SAMPLES_NAME = re.compile(r"samples_(?P<task>.+)_(?P<stamp>\d{4}-\d\d-\d\dT[\d.-]+)\.jsonl")
 _STEP_IN_NAME = re.compile(r"global_step(\d+)")
 FIGURE_SIZE, DPI = (10, 5), 100  # every PNG is 1000 x 500 pixels
 CLASS_COLORS = ("#9e9e9e", "#8e44ad", "#e74c3c", "#f39c12", "#27ae60")  # in CLASSES order
@@ -41,38 +43,31 @@ STAGE_COLORS = ("#e0e0e0", "#fdd9a0", "#c7e9c0", "#f6b2a8", "#d7bde2", "#aed6f1"
 EXAMPLE_CHARS = 1500
 
 
-class AnalyzeError(Exception):
+class AnalyzeError(ToolError):
     """Input that cannot be analysed; the message says which file and what to do."""
-
-
-def sample_logs(grade: Grade, prompt: str) -> dict[str, float]:
-    """The extra_logs values of one response, as the reward file logs them."""
-    return score_grade(grade, prompt).metrics
 
 
 def read_rollouts(folder: Path) -> tuple[list[dict], list[str]]:
     """The rollout samples of every *.jsonl in `folder`, by time, each with its class and logs; and a note
     per file whose last line is cut off (skipped: its process stopped mid-write)."""
+    fix = (
+        f"each line holds time, prompt, label and the verdict fields {', '.join(GRADE_FIELDS)}. Move other files "
+        f"out of {folder}"
+    )
     records, notes = [], []
     for path in sorted(folder.glob("*.jsonl")):
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                try:
-                    record = json.loads(line)
-                    grade = Grade(**{name: record[name] for name in GRADE_FIELDS})
-                    prompt, when = record["prompt"], float(record["time"])
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-                    if not line.endswith("\n"):  # the last line, cut off
-                        notes.append(f"{path.name}: the last line is cut off and was skipped")
-                        continue
-                    raise AnalyzeError(
-                        f"{path}:{number}: not a rollout sample ({type(error).__name__}: {error}); each line holds "
-                        f"time, prompt, label and the verdict fields {', '.join(GRADE_FIELDS)}. Move other files "
-                        f"out of {folder}"
-                    ) from None
-                logs = sample_logs(grade, prompt)
-                kind = next(name for name in CLASSES if logs[f"behaviour_{name}"])
-                records.append({**record, "time": when, "file": path.name, "class": kind, "logs": logs})
+        cut: list[str] = []
+        for where, record in read_jsonl(path, fix, on_cut=cut.append):
+            try:
+                grade = Grade(**{name: record[name] for name in GRADE_FIELDS})
+                prompt, when = record["prompt"], float(record["time"])
+            except (KeyError, TypeError, ValueError) as error:
+                raise AnalyzeError(f"{where}: not a rollout sample ({type(error).__name__}: {error}); {fix}") from None
+            score = score_grade(grade, prompt)
+            records.append(
+                {**record, "time": when, "file": path.name, "class": score.behaviour, "logs": score.metrics}
+            )
+        notes += [f"{path.name}: the last line is cut off and was skipped" for _ in cut]
     return sorted(records, key=lambda record: record["time"]), notes
 
 
@@ -93,33 +88,21 @@ def read_eval_logs(folders: Iterable[Path]) -> dict[tuple[str, str], list[dict[s
     """(checkpoint, task) -> the logs of each response in the newest lm-eval sample log of that task in each
     folder holding some; the checkpoint is the folder's name (evaluate writes one folder per checkpoint).
 
-    Each response is graded again by `grade_response` in lenient format (the paper's; the class rules
-    read text before `<think>` themselves), on the prompt as lm-eval sent it.
+    Each response is graded again by `score_sample` in lenient format (the paper's; the class rules read
+    text before `<think>` themselves), on the prompt as lm-eval sent it.
     """
-    newest: dict[tuple[str, str], tuple[str, Path]] = {}
-    for folder in folders:
-        for path in folder.rglob("samples_*.jsonl"):
-            match = _SAMPLES_NAME.fullmatch(path.name)
-            key = (path.parent.name, match["task"]) if match else None
-            if key and match["stamp"] > newest.get(key, ("", path))[0]:
-                newest[key] = (match["stamp"], path)
     logs = {}
-    for key, (_, path) in newest.items():
-        logs[key] = []
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
+    for folder in sorted({path.parent for eval_dir in folders for path in eval_dir.rglob("samples_*.jsonl")}):
+        for task, path in newest_logs(folder).items():
+            logs[(folder.name, task)] = []
+            for sample in read_samples(path):
+                label = sample.doc.get("label")
                 try:
-                    sample = json.loads(line)
-                    prompt, label = sample["arguments"]["gen_args_0"]["arg_0"], sample["doc"]["label"]
-                    logs[key] += [
-                        sample_logs(grade_response(prompt + text, prompt, label), prompt)
-                        for text in sample["resps"][0]
+                    logs[(folder.name, task)] += [
+                        score_sample(sample.prompt + text, sample.prompt, label).metrics for text in sample.responses
                     ]
-                except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as error:
-                    raise AnalyzeError(
-                        f"{path}:{number}: not a graded lm-eval generate_until sample ({type(error).__name__}: "
-                        f"{error}); expected doc.label, resps and arguments.gen_args_0.arg_0 (lm-eval --log_samples)"
-                    ) from None
+                except ValueError as error:  # a label that names no option letter
+                    raise AnalyzeError(f"{sample.where}: field doc.label: {error}") from None
     return logs
 
 
@@ -192,11 +175,6 @@ def _fenced(text: str) -> str:
     return f"{fence}text\n{shown}\n{fence}"
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    lines = [header, ["---"] * len(header), *rows]
-    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
-
-
 def _percent(value: float) -> str:
     return f"{100 * value:.0f}%"
 
@@ -219,14 +197,7 @@ def _pyplot():
     return plt
 
 
-def _save(figure, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.png")
-    figure.savefig(temporary, dpi=DPI)
-    _pyplot().close(figure)
-    os.replace(temporary, path)
-
-
-def plot_behaviour(series: Sequence, stages: Sequence[Stage], axis: str, path: Path) -> None:
+def plot_behaviour(series: Sequence, stages: Sequence[Stage], axis: str) -> bytes:
     """Class shares as a stacked area, under a strip with the stages numbered as in STAGES."""
     plt = _pyplot()
     figure, (strip, axes) = plt.subplots(2, 1, figsize=FIGURE_SIZE, sharex=True, gridspec_kw={"height_ratios": [1, 7]})
@@ -251,10 +222,10 @@ def plot_behaviour(series: Sequence, stages: Sequence[Stage], axis: str, path: P
     axes.set_ylabel("share of responses")
     axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     figure.tight_layout()
-    _save(figure, path)
+    return png_bytes(figure, DPI)
 
 
-def plot_lines(series: Sequence, groups: Sequence[Sequence[str]], axis: str, path: Path) -> None:
+def plot_lines(series: Sequence, groups: Sequence[Sequence[str]], axis: str) -> bytes:
     """One panel per group of keys, one line per key present."""
     plt = _pyplot()
     figure, panels = plt.subplots(len(groups), 1, figsize=FIGURE_SIZE, sharex=True, squeeze=False)
@@ -267,10 +238,10 @@ def plot_lines(series: Sequence, groups: Sequence[Sequence[str]], axis: str, pat
             panel.legend(fontsize="small")
     panels[-1, 0].set_xlabel(axis)
     figure.tight_layout()
-    _save(figure, path)
+    return png_bytes(figure, DPI)
 
 
-def plot_eval(evals: Sequence[Mapping], path: Path) -> None:
+def plot_eval(evals: Sequence[Mapping]) -> bytes:
     """Per task, class shares per checkpoint (in `evals`' order) as stacked bars, and accuracy as black dots."""
     plt = _pyplot()
     tasks = sorted({entry["task"] for entry in evals})
@@ -288,41 +259,15 @@ def plot_eval(evals: Sequence[Mapping], path: Path) -> None:
     panels[0, 0].set_ylabel("share of responses")
     panels[0, -1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     figure.tight_layout()
-    _save(figure, path)
+    return png_bytes(figure, DPI)
 
 
 # ---------------------------------------------------------------- the command
 
 
-def analyze(
-    run_dir: str | os.PathLike,
-    output: str | os.PathLike,
-    eval_dirs: Sequence[str | os.PathLike] = (),
-    bins: int = 50,
-    window: int = 5,
-    min_steps: int = 3,
-) -> dict:
-    """Read the run, write the plots, report.md and timeline.json into `output`; returns timeline.json's content."""
-    run_dir, output = Path(run_dir), Path(output)
-    if not run_dir.is_dir():
-        raise AnalyzeError(f"{run_dir}: no such folder; give a run's OUTPUT_DIR")
-    if bins < 1 or window < 1 or min_steps < 1:
-        raise AnalyzeError(f"--bins, --window and --min-steps must be at least 1, got {bins}, {window}, {min_steps}")
-    for folder in eval_dirs:
-        if not Path(folder).is_dir():
-            raise AnalyzeError(f"--eval {folder}: no such folder")
-    records, notes = read_rollouts(run_dir / "rollouts") if (run_dir / "rollouts").is_dir() else ([], [])
-    scalars = read_scalars(run_dir / "tensorboard") if (run_dir / "tensorboard").is_dir() else {}
-    eval_logs = read_eval_logs(Path(folder) for folder in eval_dirs or [run_dir / "eval"] if Path(folder).is_dir())
-    axis = place_samples(records, scalars, bins) if records else "training step"
-    series, source = step_series(records, scalars)
-    if not series and not eval_logs:
-        raise AnalyzeError(
-            f"{run_dir}: nothing to analyse: no rollouts/*.jsonl, no TensorBoard train/behaviour_* scalars under "
-            "tensorboard/, no lm-eval sample logs under eval/. Launch with --rollout-samples F and --tensorboard, or "
-            "pass --eval FOLDER"
-        )
-    stages = stage_timeline([(x, class_shares(values)) for x, values in series], window, min_steps)
+def eval_timeline(eval_logs: Mapping[tuple[str, str], list]) -> tuple[list[dict], dict[str, list[dict]]]:
+    """The eval rows, (checkpoint, task) by checkpoint order with their response count and mean logs, and per
+    task the stages across its checkpoints."""
     evals = [
         {"checkpoint": name, "task": task, "responses": len(rows), **_mean_logs(rows)}
         for (name, task), rows in sorted(eval_logs.items(), key=lambda item: checkpoint_order(item[0][0]))
@@ -341,6 +286,45 @@ def analyze(
             }
             for stage in timeline
         ]
+    return evals, eval_stages
+
+
+def check_flags(bins: int, window: int, min_steps: int) -> None:
+    """AnalyzeError unless each is at least 1. Nothing is read: the command line calls this first, so that
+    these are usage errors (exit 2)."""
+    if bins < 1 or window < 1 or min_steps < 1:
+        raise AnalyzeError(f"--bins, --window and --min-steps must be at least 1, got {bins}, {window}, {min_steps}")
+
+
+def analyze(
+    run_dir: str | os.PathLike,
+    output: str | os.PathLike,
+    eval_dirs: Sequence[str | os.PathLike] = (),
+    bins: int = 50,
+    window: int = 5,
+    min_steps: int = 3,
+) -> dict:
+    """Read the run, write the plots, report.md and timeline.json into `output`; returns timeline.json's content."""
+    run_dir, output = Path(run_dir), Path(output)
+    if not run_dir.is_dir():
+        raise AnalyzeError(f"{run_dir}: no such folder; give a run's OUTPUT_DIR")
+    check_flags(bins, window, min_steps)
+    for folder in eval_dirs:
+        if not Path(folder).is_dir():
+            raise AnalyzeError(f"--eval {folder}: no such folder")
+    records, notes = read_rollouts(run_dir / "rollouts") if (run_dir / "rollouts").is_dir() else ([], [])
+    scalars = read_scalars(run_dir / "tensorboard") if (run_dir / "tensorboard").is_dir() else {}
+    eval_logs = read_eval_logs(Path(folder) for folder in eval_dirs or [run_dir / "eval"] if Path(folder).is_dir())
+    axis = place_samples(records, scalars, bins) if records else "training step"
+    series, source = step_series(records, scalars)
+    if not series and not eval_logs:
+        raise AnalyzeError(
+            f"{run_dir}: nothing to analyse: no rollouts/*.jsonl, no TensorBoard train/behaviour_* scalars under "
+            "tensorboard/, no lm-eval sample logs under eval/. Launch with --rollout-samples F and --tensorboard, or "
+            "pass --eval FOLDER"
+        )
+    stages = stage_timeline([(x, class_shares(values)) for x, values in series], window, min_steps)
+    evals, eval_stages = eval_timeline(eval_logs)
     summary = {
         "run_dir": str(run_dir),
         "source": source,
@@ -353,24 +337,24 @@ def analyze(
         "eval_stages": eval_stages,
     }
 
-    output.mkdir(parents=True, exist_ok=True)
-    written = ["report.md", "timeline.json"]
+    # Written together at the end, so that a failed plot leaves the folder as it was.
+    files = {
+        output / "report.md": [timeline_markdown(summary, stages, records, notes)],
+        output / "timeline.json": [json.dumps(summary, indent=1) + "\n"],
+    }
     if series:
-        plot_behaviour(series, stages, axis, output / "behaviour.png")
-        plot_lines(series, [RATES], axis, output / "rates.png")
-        plot_lines(series, [LENGTHS[:1], LENGTHS[1:]], axis, output / "lengths.png")
-        written += ["behaviour.png", "rates.png", "lengths.png"]
+        files[output / "behaviour.png"] = plot_behaviour(series, stages, axis)
+        files[output / "rates.png"] = plot_lines(series, [RATES], axis)
+        files[output / "lengths.png"] = plot_lines(series, [LENGTHS[:1], LENGTHS[1:]], axis)
     if evals:
-        plot_eval(evals, output / "eval.png")
-        written.append("eval.png")
-    _write(output / "timeline.json", json.dumps(summary, indent=1) + "\n")
-    _write(output / "report.md", report_markdown(summary, stages, records, notes))
-    for name in written:
-        print(f"med-rlvr analyze: wrote {output / name}")
+        files[output / "eval.png"] = plot_eval(evals)
+    write_together(files)
+    for path in files:
+        print(f"med-rlvr analyze: wrote {path}")
     return summary
 
 
-def report_markdown(summary: Mapping, stages: Sequence[Stage], records: Sequence[dict], notes: Sequence[str]) -> str:
+def timeline_markdown(summary: Mapping, stages: Sequence[Stage], records: Sequence[dict], notes: Sequence[str]) -> str:
     axis, shares = summary["axis"], [name.replace("_", " ") for name in CLASSES]
     lines = [f"# Training dynamics of {summary['run_dir']}", ""]
     if stages:
@@ -394,7 +378,7 @@ def report_markdown(summary: Mapping, stages: Sequence[Stage], records: Sequence
             for s in stages
         ]
         lines += [
-            _table(["#", "stage", axis + "s", *shares], rows),
+            markdown_table(["#", "stage", axis + "s", *shares], rows),
             "",
             "![class shares](behaviour.png)",
             "",
@@ -420,44 +404,49 @@ def report_markdown(summary: Mapping, stages: Sequence[Stage], records: Sequence
                     "",
                 ]
     if summary["eval"]:
-        lines += [
-            "## Evaluation responses per checkpoint",
-            "",
-            "Each lm-eval response graded again (lenient format) and classed as during training.",
-            "",
-        ]
-        rows = [
-            [
-                entry["checkpoint"],
-                entry["task"],
-                str(entry["responses"]),
-                _percent(entry["accuracy"]),
-                *(_percent(entry[f"behaviour_{name}"]) for name in CLASSES),
-            ]
-            for entry in summary["eval"]
-        ]
-        lines += [_table(["checkpoint", "task", "responses", "accuracy", *shares], rows), "", "![eval](eval.png)", ""]
-        for task, timeline in summary["eval_stages"].items():
-            spans = (
-                f"{s['name']} ({s['first']}" + (f" to {s['last']})" if s["last"] != s["first"] else ")")
-                for s in timeline
-            )
-            lines += [f"Stages across checkpoints, {task}: " + "; ".join(spans), ""]
+        lines += eval_markdown(summary)
     return "\n".join(lines)
+
+
+def eval_markdown(summary: Mapping) -> list[str]:
+    """The report's lines on the eval logs: a row per checkpoint and task, and the stages across checkpoints."""
+    shares = [name.replace("_", " ") for name in CLASSES]
+    lines = [
+        "## Evaluation responses per checkpoint",
+        "",
+        "Each lm-eval response graded again (lenient format) and classed as during training.",
+        "",
+    ]
+    rows = [
+        [
+            entry["checkpoint"],
+            entry["task"],
+            str(entry["responses"]),
+            _percent(entry["accuracy"]),
+            *(_percent(entry[f"behaviour_{name}"]) for name in CLASSES),
+        ]
+        for entry in summary["eval"]
+    ]
+    lines += [
+        markdown_table(["checkpoint", "task", "responses", "accuracy", *shares], rows),
+        "",
+        "![eval](eval.png)",
+        "",
+    ]
+    for task, timeline in summary["eval_stages"].items():
+        spans = (
+            f"{s['name']} ({s['first']}" + (f" to {s['last']})" if s["last"] != s["first"] else ")") for s in timeline
+        )
+        lines += [f"Stages across checkpoints, {task}: " + "; ".join(spans), ""]
+    return lines
 
 
 def _utc(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _write(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m med_rlvr_plugin.analyze", description=__doc__.split("\n")[0])
+    parser = tool_parser("analyze", prog="python -m med_rlvr_plugin.analyze", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", help="the run's OUTPUT_DIR (rollouts/, tensorboard/, eval/)")
     parser.add_argument("--output", required=True, help="folder for the plots, report.md and timeline.json")
     parser.add_argument(
@@ -473,6 +462,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--min-steps", type=int, default=3, help="shorter runs of a class join the run before (default 3)"
     )
     options = parser.parse_args(argv)
+    try:  # refused before anything is read: a usage error
+        check_flags(options.bins, options.window, options.min_steps)
+    except AnalyzeError as error:
+        parser.error(str(error))
     try:
         summary = analyze(
             options.run_dir,
@@ -482,9 +475,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             window=options.window,
             min_steps=options.min_steps,
         )
-    except AnalyzeError as error:
-        print(f"med-rlvr analyze: error: {error}", file=sys.stderr)
-        return 1
+    except (ToolError, OSError) as error:
+        return fail("analyze", error)
     for stage in summary["stages"]:
         print(f"  {stage['name']}: {summary['axis']}s {stage['first']}-{stage['last']}")
     return 0

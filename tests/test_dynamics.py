@@ -22,6 +22,7 @@ import pytest
 
 from med_rlvr_plugin.analyze import AnalyzeError, analyze
 from med_rlvr_plugin.analyze import main as analyze_main
+from med_rlvr_plugin.cli import ToolError
 from med_rlvr_plugin.dynamics import Thresholds, behaviour, stage_timeline
 from med_rlvr_plugin.openrlhf_reward import rollout_sampling
 from med_rlvr_plugin.prompts import render_prompt
@@ -525,7 +526,15 @@ def test_bad_input_is_refused_with_file_and_line(tmp_path, capsys):
     rows = [grade_record(" <think>x</think><answer>B</answer>", 1.0)] * 3
     write_lines(tmp_path / "run" / "rollouts" / "rollouts-h-1.jsonl", [rows[0], {"time": 2}, rows[1]])
     assert analyze_main([str(tmp_path / "run"), "--output", str(tmp_path / "out")]) == 1
-    assert "rollouts-h-1.jsonl:2: not a rollout sample (KeyError: 'reward')" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("med-rlvr analyze: error: ")
+    assert "rollouts-h-1.jsonl:2: not a rollout sample (KeyError: 'reward')" in err
+    with pytest.raises(SystemExit) as caught:  # a usage error, before anything is read
+        analyze_main([str(tmp_path / "run"), "--output", str(tmp_path / "out"), "--window", "0"])
+    assert caught.value.code == 2
+    assert "med-rlvr analyze: error: --bins, --window and --min-steps must be at least 1, got 50, 0, 3" in (
+        capsys.readouterr().err
+    )
     (tmp_path / "empty").mkdir()
     with pytest.raises(AnalyzeError, match="nothing to analyse.*--rollout-samples F and --tensorboard"):
         analyze(tmp_path / "empty", tmp_path / "out")
@@ -545,8 +554,8 @@ def lm_eval_line(doc_id: int, response: str, prompt: str = CONJUNCTIVITIS) -> di
         "resps": [[response]],
         "filtered_resps": [response],
         "filter": "none",
-        "metrics": ["acc"],
-        "acc": 1.0,
+        "metrics": ["accuracy"],
+        "accuracy": 1.0,
         "doc_hash": "0",
         "prompt_hash": "0",
         "target_hash": "0",
@@ -593,7 +602,7 @@ def test_lm_eval_sample_logs_are_classed_per_checkpoint(tmp_path):
     ) in report
     assert_plot(tmp_path / "out" / "eval.png")
     write_lines(evals / "model" / "samples_medqa_2026-12-01T12-00-00.000001.jsonl", [{"doc": {}}])
-    with pytest.raises(AnalyzeError, match=r"samples_medqa_2026-12-01T12-00-00.000001.jsonl:1: not a graded lm-eval"):
+    with pytest.raises(ToolError, match=r"samples_medqa_2026-12-01T12-00-00.000001.jsonl:1: not a graded lm-eval"):
         analyze(tmp_path / "run", tmp_path / "out")
 
 

@@ -4,25 +4,20 @@ lm_eval CLI on the shipped tasks; the vLLM backend's argument handling with a st
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from med_rlvr_plugin import evaluate
+from med_rlvr_plugin import analyze, evaluate, reward
+from med_rlvr_plugin.cli import ToolError
 from med_rlvr_plugin.data import format_row
-from med_rlvr_plugin.evaluate import (
-    EvalError,
-    compare,
-    mcnemar_p,
-    mean_interval,
-    paired_bootstrap,
-    pass_at_k,
-    process_results,
-    report,
-    wilson_interval,
-)
+from med_rlvr_plugin.evaluate import EvalError, process_results, runner
+from med_rlvr_plugin.evaluate.__main__ import main
+from med_rlvr_plugin.evaluate.reports import compare, report
+from med_rlvr_plugin.evaluate.statistics import mcnemar_p, mean_interval, paired_bootstrap, pass_at_k, wilson_interval
 from med_rlvr_plugin.launcher import SAMPLE_QUESTIONS, SAMPLE_SOURCE, sample_rows
 from med_rlvr_plugin.prompts import render_prompt
 from med_rlvr_plugin.verifier import RewardConfig
@@ -187,11 +182,11 @@ def test_paired_bootstrap():
 
 def test_process_results_grades_like_the_paper():
     row = doc(0, *QUESTIONS[0][:3])
-    assert process_results(row, [RESPONSES[0]])["acc"] == 1.0
+    assert process_results(row, [RESPONSES[0]])["accuracy"] == 1.0
     # two responses (repeats through a take_first_k filter): the metrics are their means
     wrong = RESPONSES[0].replace("<answer>B", "<answer>C")
     graded = process_results(row, [[RESPONSES[0], wrong]])
-    assert graded["acc"] == 0.5 and graded["well_formed"] == 1.0 and graded["reward"] == 0.5
+    assert graded["accuracy"] == 0.5 and graded["well_formed"] == 1.0 and graded["reward"] == 0.5
     # a chat row: the text sent is the user message
     chat = {**row, "prompt": [{"role": "user", "content": "Q?\nA. x\nB. y"}]}
     assert evaluate.doc_to_text(chat) == "Q?\nA. x\nB. y"
@@ -201,29 +196,31 @@ def test_report_from_fixed_responses(tmp_path):
     summary = report(fixed_model(tmp_path / "rlvr"), RewardConfig())
     task = summary["tasks"]["medrlvr_medqa"]
     values = {key: entry["value"] for key, entry in task["metrics"].items()}
-    # by hand, per question: acc 1 1 0 0 1, strict 1 0 0 0 1, well formed 1 1 1 0 1, relaxed 1 1 0 1 1,
+    # by hand, per question: accuracy 1 1 0 0 1, strict 1 0 0 0 1, well formed 1 1 1 0 1, relaxed 1 1 0 1 1,
     # leak 0 0 0 0 1, preamble 0 1 0 0 0, reward 1 1 0 -1 1, thinking words 10 9 6 5 2,
-    # response words (tags stuck to the words beside them) 11 13 7 9 3
+    # response characters 101 105 84 91 44
     assert values == pytest.approx(
         {
-            "acc": 0.6,
-            "acc_strict": 0.4,
+            "accuracy": 0.6,
+            "accuracy_strict": 0.4,
             "well_formed": 0.8,
-            "relaxed_acc": 0.8,
+            "relaxed_accuracy": 0.8,
             "answer_leak": 0.2,
             "preamble": 0.2,
             "reward": 0.4,
             "think_words": 6.4,
-            "response_words": 8.6,
+            "response_chars": 85.0,
         }
     )
-    assert (task["metrics"]["acc"]["low"], task["metrics"]["acc"]["high"]) == pytest.approx((0.2307, 0.8824), abs=5e-5)
+    assert (task["metrics"]["accuracy"]["low"], task["metrics"]["accuracy"]["high"]) == pytest.approx(
+        (0.2307, 0.8824), abs=5e-5
+    )
     assert task["n"] == 5 and task["responses_per_question"] == 1
     groups = task["subgroups"]["groups"]
     assert task["subgroups"]["field"] == "meta_info" and list(groups) == ["step1", "step2&3"]
     assert [groups[g]["n"] for g in groups] == [3, 2]
-    assert groups["step1"]["metrics"]["acc"]["value"] == pytest.approx(2 / 3)
-    assert groups["step1"]["metrics"]["acc_strict"]["value"] == pytest.approx(1 / 3)
+    assert groups["step1"]["metrics"]["accuracy"]["value"] == pytest.approx(2 / 3)
+    assert groups["step1"]["metrics"]["accuracy_strict"]["value"] == pytest.approx(1 / 3)
     assert groups["step2&3"]["metrics"]["well_formed"]["value"] == 0.5
 
     markdown = (tmp_path / "rlvr" / "report.md").read_text()
@@ -235,7 +232,7 @@ def test_report_from_fixed_responses(tmp_path):
 
     # the training run's reward scheme changes the reward only
     penalized = report(tmp_path / "rlvr", RewardConfig(scheme="penalized"))["tasks"]["medrlvr_medqa"]["metrics"]
-    assert penalized["reward"]["value"] == pytest.approx(0.2) and penalized["acc"]["value"] == 0.6
+    assert penalized["reward"]["value"] == pytest.approx(0.2) and penalized["accuracy"]["value"] == 0.6
 
 
 def test_report_refuses_responses_cut_at_a_stop_string(tmp_path):
@@ -244,6 +241,20 @@ def test_report_refuses_responses_cut_at_a_stop_string(tmp_path):
     write_log(tmp_path, "medrlvr_medqa", [line])
     with pytest.raises(EvalError, match=r":1: generated with stop strings \['</answer>'\]"):
         report(tmp_path, RewardConfig())
+
+
+def test_report_names_the_log_line_that_is_no_sample(tmp_path):
+    good = log_line(0, doc(0, *QUESTIONS[0][:3]), [RESPONSES[0]])
+    no_request = {key: value for key, value in good.items() if key != "arguments"}
+    for line, message in [
+        ("{", r":2: not JSON"),
+        (json.dumps({**good, "resps": [[]]}), r":2: not a graded lm-eval .* resps\[0\] must be a non-empty list"),
+        (json.dumps(no_request), r":2: not a graded lm-eval generate_until sample \(KeyError: 'arguments'\)"),
+    ]:
+        path = write_log(tmp_path, "medrlvr_medqa", [good])
+        path.write_text(path.read_text() + line + "\n")
+        with pytest.raises(ToolError, match=re.escape(str(path)) + message):
+            report(tmp_path, RewardConfig())
 
 
 def test_report_takes_each_task_s_newest_log_and_samples(tmp_path):
@@ -258,7 +269,7 @@ def test_report_takes_each_task_s_newest_log_and_samples(tmp_path):
     write_log(folder, "medrlvr_medqa", lines, stamp="2026-12-01T09-00-00")
     task = report(folder, RewardConfig())["tasks"]["medrlvr_medqa"]
     assert task["n"] == 2 and task["responses_per_question"] == 4
-    assert task["metrics"]["acc"]["value"] == pytest.approx((2 / 4 + 3 / 4) / 2)  # pass@1, the mean over samples
+    assert task["metrics"]["accuracy"]["value"] == pytest.approx((2 / 4 + 3 / 4) / 2)  # pass@1, the mean over samples
     assert task["metrics"]["pass@4"]["value"] == 1.0
     assert task["metrics"]["well_formed"]["value"] == pytest.approx((3 / 4 + 1) / 2)
 
@@ -300,6 +311,30 @@ def test_compare_pairs_the_same_questions(tmp_path):
     )
 
 
+def test_compare_takes_the_old_metric_names_with_a_note(tmp_path, capsys):
+    base = right_or_wrong(tmp_path / "base", [True] * 5 + [False] * 5)
+    rlvr = right_or_wrong(tmp_path / "rlvr", [True] * 4 + [False] + [True] * 4 + [False])
+    for old, new in [("acc", "accuracy"), ("acc_strict", "accuracy_strict"), ("relaxed_acc", "relaxed_accuracy")]:
+        output = tmp_path / f"{old}.md"
+        assert main(["compare", str(base), str(rlvr), "--metric", old, "--output", str(output)]) == 0
+        assert (
+            capsys.readouterr().err
+            == f"med-rlvr evaluate: warning: --metric {old} is deprecated; use --metric {new}\n"
+        )
+        assert json.loads(output.with_suffix(".json").read_text())["metric"] == new
+
+
+def test_one_metric_vocabulary():
+    """evaluate's metrics are reward.METRICS' names or its own additions, each documented and in the task YAML;
+    analyze's per-step quantities are reward.METRICS' names."""
+    keys = [key for key, _, _ in evaluate.METRICS]
+    assert set(keys) - set(reward.METRICS) == set(evaluate.ADDED_METRICS)
+    assert {*analyze.RATES, *analyze.LENGTHS, *analyze.KEYS} <= set(reward.METRICS)
+    documented = re.findall(r"^\| `(\w+)` \|", (REPO / "docs" / "evaluation.md").read_text(), re.MULTILINE)
+    assert documented == keys
+    assert re.findall(r"\{metric: (\w+),", evaluate.TEMPLATE.read_text()) == keys
+
+
 def test_steps_table_and_plot(tmp_path):
     rows = []
     for label, step, right in [
@@ -308,7 +343,7 @@ def test_steps_table_and_plot(tmp_path):
         ("model", None, [True] * 4 + [False]),
     ]:
         rows.append((label, step, report(right_or_wrong(tmp_path / label, right), RewardConfig())))
-    evaluate.write_steps(tmp_path, rows)
+    runner.write_steps(tmp_path, rows)
     markdown = (tmp_path / "steps.md").read_text()
     assert (
         "| global_step20_hf | 20 | 20.0 [3.6, 62.4] |" in markdown
@@ -329,7 +364,7 @@ def test_checkpoints_are_found_and_ordered_by_step(tmp_path):
         "model",
     ]:
         (tmp_path / name).mkdir(parents=True)
-    found = [(step, path.relative_to(tmp_path).as_posix()) for step, path in evaluate.checkpoints(tmp_path)]
+    found = [(step, path.relative_to(tmp_path).as_posix()) for step, path in runner.checkpoints(tmp_path)]
     assert found == [
         (20, "ckpt/global_step20_hf"),
         (40, "ckpt/global_step40_hf"),
@@ -338,7 +373,7 @@ def test_checkpoints_are_found_and_ordered_by_step(tmp_path):
         (None, "model"),
     ]
     with pytest.raises(EvalError, match="no ckpt/global_step"):
-        evaluate.checkpoints(tmp_path / "ckpt" / "_actor")
+        runner.checkpoints(tmp_path / "ckpt" / "_actor")
 
 
 # ---------------------------------------------------------------- input errors
@@ -349,6 +384,18 @@ def prompt_file(tmp_path: Path) -> Path:
     path = tmp_path / "medqa_test.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in sample_rows()))
     return path
+
+
+def usage_error(argv: list[str], capsys) -> str:
+    """The stderr of `evaluate argv`, which must stop with exit 2 (a usage error)."""
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    return capsys.readouterr().err
+
+
+def error_line(err: str, message: str) -> bool:
+    return any(line.startswith("med-rlvr evaluate: error: ") and message in line for line in err.splitlines())
 
 
 def test_errors_name_the_problem_before_any_model_loads(tmp_path, prompt_file, tiny_qwen2, capsys):
@@ -372,18 +419,34 @@ def test_errors_name_the_problem_before_any_model_loads(tmp_path, prompt_file, t
         path.write_text(edit)
         cases[name] = ([str(tiny_qwen2)], path, message)
     for name, (models, data, message) in cases.items():
-        assert evaluate.main(["run", *models, "--data", str(data), "--output-dir", str(tmp_path / "out")]) == 2, name
-        assert message in capsys.readouterr().err, name
-    assert evaluate.main(["run", str(tiny_qwen2), "--data", str(tmp_path / "none.jsonl"), "--output-dir", "x"]) == 2
-    assert "none.jsonl: no such data file" in capsys.readouterr().err
-    assert evaluate.main(["run", str(tiny_qwen2), "--n-samples", "4", "--temperature", "0", "--output-dir", "x"]) == 2
-    assert "needs --temperature > 0" in capsys.readouterr().err
-    assert evaluate.main(["run", str(tiny_qwen2), "--limit", "0", "--output-dir", "x"]) == 2
-    assert "--limit must be at least 1" in capsys.readouterr().err
+        assert main(["run", *models, "--data", str(data), "--output-dir", str(tmp_path / "out")]) == 1, name
+        assert error_line(capsys.readouterr().err, message), name
+    assert main(["run", str(tiny_qwen2), "--data", str(tmp_path / "none.jsonl"), "--output-dir", "x"]) == 1
+    assert error_line(capsys.readouterr().err, "none.jsonl: no such data file")
+    # flags refused before anything is read are usage errors
+    err = usage_error(["run", str(tiny_qwen2), "--n-samples", "4", "--temperature", "0", "--output-dir", "x"], capsys)
+    assert error_line(err, "needs --temperature > 0")
+    assert error_line(
+        usage_error(["run", str(tiny_qwen2), "--limit", "0", "--output-dir", "x"], capsys),
+        "--limit must be at least 1",
+    )
+    assert error_line(usage_error(["run", str(tiny_qwen2)], capsys), "--output-dir is required without --run-dir")
+    assert error_line(usage_error(["compare", str(tmp_path)], capsys), "compare needs at least two folders")
     assert not (tmp_path / "out").exists()
     # the lm-eval hook that checks rows for the plain lm_eval CLI
     with pytest.raises(EvalError, match="row 2 of the task's data file: field 'label'"):
         evaluate.process_docs([sample_rows()[0], {"prompt": "Q?", "label": "none"}])
+
+
+def test_run_takes_the_old_backend_flag_with_a_note(tmp_path, capsys):
+    missing = str(tmp_path / "no_such_model")
+    assert main(["run", missing, "--model", "vllm", "--output-dir", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "med-rlvr evaluate: warning: --model vllm is deprecated; use --backend vllm"
+    assert error_line("\n".join(err[1:]), "no_such_model: no such folder")
+    err = usage_error(["run", missing, "--model", "hf", "--backend", "hf", "--output-dir", "x"], capsys)
+    assert error_line(err, "give the backend once, as --backend")
+    assert error_line(usage_error(["run", missing, "--backend", "tgi"], capsys), "argument --backend: invalid choice")
 
 
 # ---------------------------------------------------------------- lm-eval end to end on CPU
@@ -439,7 +502,7 @@ def test_hf_backend_end_to_end_and_resume_from_cache(workdir, tiny_qwen2, monkey
         "--batch-size",
         "1",
     ]
-    assert evaluate.main(["run", "--run-dir", str(run_dir), *options]) == 0
+    assert main(["run", "--run-dir", str(run_dir), *options]) == 0
     out = run_dir / "eval"
     tasks = ["medrlvr_medqa", "medrlvr_mmlu_pro_health", "medrlvr_medqa_chat"]
     assert sum(calls) == 2 * 3 * 2  # models x tasks x questions, every one generated
@@ -455,9 +518,9 @@ def test_hf_backend_end_to_end_and_resume_from_cache(workdir, tiny_qwen2, monkey
             results |= json.loads(path.read_text())["results"]
         for task in tasks:
             assert summary["tasks"][task]["n"] == 2
-            assert results[task]["acc,none"] == summary["tasks"][task]["metrics"]["acc"]["value"]
-            assert results[task]["response_words,none"] == pytest.approx(
-                summary["tasks"][task]["metrics"]["response_words"]["value"]
+            assert results[task]["accuracy,none"] == summary["tasks"][task]["metrics"]["accuracy"]["value"]
+            assert results[task]["response_chars,none"] == pytest.approx(
+                summary["tasks"][task]["metrics"]["response_chars"]["value"]
             )
     for name in ("comparison.md", "comparison.json", "steps.md", "steps.json", "steps.png"):
         assert (out / name).is_file(), name
@@ -486,7 +549,7 @@ def test_hf_backend_end_to_end_and_resume_from_cache(workdir, tiny_qwen2, monkey
     # Again, one checkpoint named directly: the same output folder, so the same cache.
     calls.clear()
     before = newest_samples(out / "global_step10_hf", "medrlvr_medqa_chat")
-    assert evaluate.main(["run", str(run_dir / "ckpt" / "global_step10_hf"), "--output-dir", str(out), *options]) == 0
+    assert main(["run", str(run_dir / "ckpt" / "global_step10_hf"), "--output-dir", str(out), *options]) == 0
     assert calls == []  # every response came from lm-eval's cache
     assert newest_samples(out / "global_step10_hf", "medrlvr_medqa_chat") == before
     assert len(list((out / "global_step10_hf").glob("samples_medrlvr_medqa_chat_2*.jsonl"))) == 2
@@ -590,6 +653,11 @@ def test_eval_checkpoint_script_through_lm_eval_vllm_backend(workdir, tiny_qwen2
     (run_dir / "ckpt").mkdir(parents=True)
     (run_dir / "ckpt" / "global_step30_hf").symlink_to(tiny_qwen2)
     log = workdir / "vllm_calls.jsonl"
+    env = {
+        "PYTHONPATH": f"{fake}{os.pathsep}{REPO}",  # the code under test, not an installed copy
+        "FAKE_VLLM_LOG": str(log),
+        "FAKE_VLLM_RESPONSE": " <think>Because.</think> <answer>B</answer>",
+    }
     result = run_script(
         "--run-dir",
         str(run_dir),
@@ -603,11 +671,7 @@ def test_eval_checkpoint_script_through_lm_eval_vllm_backend(workdir, tiny_qwen2
         "4096",
         "--model-args",
         "dtype=bfloat16",
-        env={
-            "PYTHONPATH": str(fake),
-            "FAKE_VLLM_LOG": str(log),
-            "FAKE_VLLM_RESPONSE": " <think>Because.</think> <answer>B</answer>",
-        },
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     calls = [json.loads(line) for line in log.read_text().splitlines()]
@@ -625,8 +689,23 @@ def test_eval_checkpoint_script_through_lm_eval_vllm_backend(workdir, tiny_qwen2
     assert all((s["temperature"], s["max_tokens"], s["stop"]) == (0.0, 1024, ["<|endoftext|>"]) for s in sampling)
     summary = json.loads((run_dir / "eval" / "global_step30_hf" / "summary.json").read_text())
     gold = [row["label"] for row in sample_rows()[:3]]  # B, C, A: the canned answer B is right once in 3
-    assert summary["tasks"]["medrlvr_medqa"]["metrics"]["acc"]["value"] == pytest.approx(gold.count("B") / 3)
+    assert summary["tasks"]["medrlvr_medqa"]["metrics"]["accuracy"]["value"] == pytest.approx(gold.count("B") / 3)
     assert (run_dir / "eval" / "steps.png").is_file()
+
+    # The old spelling of --backend vllm, `evaluate run --model vllm`, still runs vLLM, with a note.
+    command = ["run", str(tiny_qwen2), "--model", "vllm", "--limit", "1", "--output-dir", str(workdir / "old_flag")]
+    result = subprocess.run(
+        [sys.executable, "-m", "med_rlvr_plugin.evaluate", *command],
+        env=os.environ | env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "med-rlvr evaluate: warning: --model vllm is deprecated; use --backend vllm\n" in result.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    engines = [call["model"] for call in calls if call["kind"] == "engine"]
+    assert engines == [str(run_dir / "ckpt" / "global_step30_hf"), str(tiny_qwen2)]
 
 
 def test_eval_checkpoint_script_refuses_bad_flags(tmp_path):
