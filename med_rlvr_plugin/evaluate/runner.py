@@ -302,12 +302,8 @@ def run(
     Every input is checked before any model loads. Returns the output folder."""
     settings = check_flags(models, run_dir, output_dir, n_samples, temperature, max_gen_toks, limit, model_args)
     training_config()  # a bad MED_RLVR_* variable fails now, not in lm-eval's grading after generation
-    steps: dict[str, int | None] = {}
-    models = list(models)
-    if run_dir is not None:
-        for step, path in checkpoints(Path(run_dir)):
-            models.append(str(path))
-            steps[str(path)] = step
+    steps = {str(path): step for step, path in checkpoints(Path(run_dir))} if run_dir is not None else {}
+    models = [*models, *steps]
     output_dir = Path(run_dir) / "eval" if output_dir is None else Path(output_dir)
     for model in models:
         check_model(model)
