@@ -35,7 +35,7 @@ Variants (reward flags of train_ppo_medqa.sh) and what each changes against neut
 EOF
 }
 
-die() { echo "ablate_reward_schemes.sh: $*" >&2; exit 2; }
+die() { echo "med-rlvr ablate_reward_schemes.sh: error: $*" >&2; exit 2; }
 value() { [[ $# -ge 2 && $2 != --* ]] || die "$1 needs a value (see --help)"; echo "$2"; }
 
 variants=neutral,strict,leak leak_penalty=0.5 address=${RAY_ADDRESS:-http://127.0.0.1:8265}

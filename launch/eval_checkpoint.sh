@@ -37,7 +37,7 @@ vLLM (lm-eval's model arguments):
 EOF
 }
 
-die() { echo "eval_checkpoint.sh: $*" >&2; exit 2; }
+die() { echo "med-rlvr eval_checkpoint.sh: error: $*" >&2; exit 2; }
 value() { [[ $# -ge 2 && $2 != --* ]] || die "$1 needs a value (see --help)"; echo "$2"; }
 
 run_dir="" output_dir="" data="" temperature="" limit="" max_model_len="" model_args=""

@@ -57,7 +57,7 @@ Run:
 EOF
 }
 
-die() { echo "train_ppo_medqa.sh: $*" >&2; exit 2; }
+die() { echo "med-rlvr train_ppo_medqa.sh: error: $*" >&2; exit 2; }
 value() { [[ $# -ge 2 && $2 != --* ]] || die "$1 needs a value (see --help)"; echo "$2"; }
 
 reward_scheme=neutral format=lenient leak_penalty=0 min_think_words=0 short_think_penalty=1.0

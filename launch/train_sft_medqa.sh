@@ -30,7 +30,7 @@ writes the run's manifest and starts deepspeed on this node's GPUs.
 EOF
 }
 
-die() { echo "train_sft_medqa.sh: $*" >&2; exit 2; }
+die() { echo "med-rlvr train_sft_medqa.sh: error: $*" >&2; exit 2; }
 value() { [[ $# -ge 2 && $2 != --* ]] || die "$1 needs a value (see --help)"; echo "$2"; }
 
 model=Qwen/Qwen2.5-3B gpus_per_node=8 train_data="" run_name="" output_dir="" dry_run=0

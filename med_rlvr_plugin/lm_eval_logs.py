@@ -44,7 +44,8 @@ def newest_logs(folder: Path) -> dict[str, Path]:
 
 
 def read_samples(path: Path) -> Iterator[Sample]:
-    """Each line of a generate_until sample log; ToolError naming the file and line for one that is not."""
+    """Each line of a generate_until sample log; ToolError naming the file and line for one that is not, or
+    for one generated with stop strings (lm-eval cuts them from the response: the grade would be wrong)."""
     for where, line in read_jsonl(path, _EXPECTED):
         try:
             request = line["arguments"]["gen_args_0"]
@@ -62,4 +63,9 @@ def read_samples(path: Path) -> Iterator[Sample]:
             raise ToolError(
                 f"{where}: not a graded lm-eval generate_until sample ({type(error).__name__}: {error}); {_EXPECTED}"
             ) from None
+        if any(sample.generation.get("until") or ()):
+            raise ToolError(
+                f"{where}: generated with stop strings {sample.generation['until']}, which lm-eval cuts from the "
+                "response, so the verifier would grade cut responses; generate with `until: []`"
+            )
         yield sample

@@ -653,3 +653,14 @@ def test_the_launch_flag_points_sampling_into_the_run_folder(tmp_path):
     assert f"'MED_RLVR_ROLLOUT_DIR': '{output_dir / 'rollouts'}'" in reward_line
     assert "'MED_RLVR_ROLLOUT_SAMPLES': '0.05'" in reward_line
     assert not output_dir.exists(), "a dry run writes nothing"
+
+
+def test_eval_logs_generated_with_stop_strings_are_refused_as_evaluate_refuses_them(tmp_path, capsys):
+    """lm-eval cuts a stop string from the response it logs; graded again, the cut response would read as
+    malformed, so analyze refuses the log, through the same reader as `evaluate report`."""
+    line = lm_eval_line(0, " <think>Ketotifen eye drops.</think><answer>B")
+    line["arguments"]["gen_args_0"]["arg_1"]["until"] = ["</answer>"]
+    log = tmp_path / "run" / "eval" / "model" / "samples_medqa_2026-12-01T10-00-00.000001.jsonl"
+    write_lines(log, [line])
+    assert analyze_main([str(tmp_path / "run"), "--output", str(tmp_path / "out")]) == 1
+    assert f"med-rlvr analyze: error: {log}:1: generated with stop strings ['</answer>']" in capsys.readouterr().err

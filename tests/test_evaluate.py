@@ -239,7 +239,7 @@ def test_report_refuses_responses_cut_at_a_stop_string(tmp_path):
     line = log_line(0, doc(0, *QUESTIONS[0][:3]), [RESPONSES[0].removesuffix("</answer>")])
     line["arguments"]["gen_args_0"]["arg_1"]["until"] = ["</answer>"]
     write_log(tmp_path, "medrlvr_medqa", [line])
-    with pytest.raises(EvalError, match=r":1: generated with stop strings \['</answer>'\]"):
+    with pytest.raises(ToolError, match=r":1: generated with stop strings \['</answer>'\]"):
         report(tmp_path, RewardConfig())
 
 
@@ -718,4 +718,6 @@ def test_eval_checkpoint_script_refuses_bad_flags(tmp_path):
         (("--bogus",), "unknown flag --bogus"),
     ]:
         result = run_script(*args)
-        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+        error_line = result.stderr.splitlines()[-1]
+        assert result.returncode == 2 and error_line.startswith("med-rlvr eval_checkpoint.sh: error: "), args
+        assert message in error_line, (args, result.stderr)

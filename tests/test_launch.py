@@ -206,7 +206,7 @@ def test_dry_run_without_data_uses_the_builtin_sample(tmp_path: Path) -> None:
         (["--", "--train.micro_batch_size", "48"], "not a multiple of --train.micro_batch_size 48"),
         (["--reward-scheme", "lenient"], "MED_RLVR_REWARD_SCHEME='lenient'"),
         (["--min-think-words", "-3"], "MED_RLVR_MIN_THINK_WORDS"),
-        (["--algo", "dpo"], "--algo must be ppo, grpo or reinforce_baseline"),
+        (["--algo", "dpo"], "med-rlvr train_ppo_medqa.sh: error: --algo must be ppo, grpo or reinforce_baseline"),
         (["--output-dir", "relative/run"], "must be absolute"),
         (["--train-data", "/nonexistent/train.jsonl"], "data file /nonexistent/train.jsonl not found"),
         # train()'s own assertion, which OpenRLHF checks only after Ray has placed the GPUs

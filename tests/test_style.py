@@ -1,6 +1,7 @@
 """The house rules a machine can check (CONTRIBUTING.md): ruff's lint and format, and the size limits."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,3 +52,27 @@ def test_functions_and_modules_stay_within_the_size_limits() -> None:
     over, excused = oversized()
     assert not over, f"over {MAX_FUNCTION_LINES} lines a function or {MAX_MODULE_LINES} a module: {over}"
     assert len(excused) <= MAX_EXCEPTIONS, f"at most {MAX_EXCEPTIONS} named exceptions: {excused}"
+
+
+def test_every_module_opens_with_a_docstring_naming_its_concern() -> None:
+    missing = [
+        str(path.relative_to(REPO))
+        for folder in CODE
+        for path in sorted(folder.rglob("*.py"))
+        if not (ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or "").strip()
+    ]
+    assert not missing, missing
+
+
+@pytest.mark.integration
+def test_the_inner_loop_command_of_docs_development_md_leaves_out_exactly_the_slow_tests() -> None:
+    """`pytest -m "not integration and not ray"`, as docs/development.md gives it, collected for real."""
+    counts = {}
+    for marks in ("not integration and not ray", "integration or ray"):
+        command = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-m", marks]
+        result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        counts[marks] = int(re.search(r"(\d+)/(\d+) tests collected", result.stdout)[1])
+        total = int(re.search(r"(\d+)/(\d+) tests collected", result.stdout)[2])
+    assert counts["not integration and not ray"] + counts["integration or ray"] == total
+    assert min(counts.values()) > 0

@@ -44,11 +44,6 @@ def read_questions(path: Path, config: RewardConfig) -> list[dict]:
     for sample in read_samples(path):
         doc = sample.doc
         check_row(doc, f"{sample.where}: doc")
-        if any(sample.generation.get("until") or ()):
-            raise EvalError(
-                f"{sample.where}: generated with stop strings {sample.generation['until']}, which lm-eval cuts "
-                "from the response, so the verifier would grade cut responses; generate with `until: []`"
-            )
         # Rows are paired across models by their prepared `id` (its n-th occurrence, should a file repeat one).
         identity = str(doc.get("id", sample.doc_id))
         seen[identity] += 1

@@ -45,12 +45,16 @@ def quiet_strategy(args: SimpleNamespace) -> SimpleNamespace:
     return SimpleNamespace(args=args, print=lambda *_: None, is_rank_0=lambda: False)
 
 
+def data_paths(files: str) -> list[Path]:
+    """The files of an OpenRLHF data flag: comma-separated, each maybe with `@split` (`--data.prompt_dataset`)."""
+    return [Path(entry.split("@")[0].strip()) for entry in files.split(",")]
+
+
 def load_prompt_rows(files: str, args: SimpleNamespace, split: str, probs: str | None = None) -> list:
     """Rows of comma-separated prompt files as OpenRLHF's `blending_datasets` loads them."""
     from openrlhf.datasets.utils import blending_datasets
 
-    for entry in files.split(","):
-        path = Path(entry.split("@")[0].strip())
+    for path in data_paths(files):
         if not path.is_file():
             raise LaunchError(
                 f"data file {path} not found (working directory {Path.cwd()}). Prepare it with "
@@ -123,8 +127,7 @@ def check_not_test_sets(files: str) -> None:
     A file counts as a test set when its name says `test`, or when the summary prepare.py wrote beside it
     names a test split as its input (MMLU-Pro health is MMLU-Pro's test split).
     """
-    for entry in files.split(","):
-        path = Path(entry.split("@")[0].strip())
+    for path in data_paths(files):
         summary = path.with_suffix(".summary.json")
         source = json.loads(summary.read_text(encoding="utf-8")).get("input", "") if summary.is_file() else ""
         if re.search(r"(?<![a-z])test(?![a-z])", f"{path.stem} {source}", re.I):

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from med_rlvr_plugin.files import write_new
-from med_rlvr_plugin.launcher.checks import FORWARDED_SECRETS, reward_env
+from med_rlvr_plugin.launcher.checks import FORWARDED_SECRETS, data_paths, reward_env
 from med_rlvr_plugin.launcher.errors import LaunchError
 
 PACKAGES = (
@@ -125,7 +125,7 @@ def plugin_provenance() -> dict:
     }
 
 
-def _sha256(path: str) -> str:
+def _sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -154,9 +154,7 @@ def build_manifest(
             "server": options.reward_server,
         }
     for part in data.values():
-        part["sha256"] = {
-            path: _sha256(path) for path in (entry.split("@")[0].strip() for entry in part["files"].split(","))
-        }
+        part["sha256"] = {str(path): _sha256(path) for path in data_paths(part["files"])}
     # A Ray job runs in a temporary copy of the submitted folder; what identifies it is the uploaded
     # package's content-addressed URI and the submission's metadata (the job id among them).
     job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}"))
