@@ -27,8 +27,11 @@ from med_rlvr_plugin.evaluate.reports import read_questions, report
 from med_rlvr_plugin.launcher import sample_rows
 from med_rlvr_plugin.verifier import RewardConfig
 
-# The real data: MED_RLVR_TEST_DATA, as the tests read it, or ../shared/data beside the checkout.
-SHARED_DATA = Path(os.environ.get("MED_RLVR_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+# The real data: MED_RLVR_TEST_DATA, as the tests read it (and, like them, taken out of the environment: the
+# reward refuses MED_RLVR_ names it does not know), or ../shared/data beside the checkout.
+SHARED_DATA = Path(
+    os.environ.pop("MED_RLVR_TEST_DATA", None) or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 MEDQA_TEST = SHARED_DATA / "medqa" / "us_4opt_test.jsonl"
 SENTENCE = "The presentation and the laboratory findings point towards one mechanism rather than the others. "
 

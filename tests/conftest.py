@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import tests.real_data  # noqa: F401  (first: it takes MED_RLVR_TEST_DATA out of the environment)
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PORT_FLAGS = (
