@@ -63,17 +63,17 @@ def check_writable(path: Path) -> None:
         ) from None
 
 
-def write_together(files: Mapping[Path, Iterable[str] | bytes]) -> None:
+def write_together(files: Mapping[str | os.PathLike, Iterable[str] | bytes]) -> None:
     """Write every file or none: each to its temporary, then, once all are complete, each into place with
     os.replace; a replacement that fails puts back the files already replaced (from hard links to the old
     ones). A file's content is text chunks, or bytes (a parquet file, a PNG). Missing folders are created.
     """
-    temporaries = {Path(path): _temporary(Path(path)) for path in files}
+    contents = {Path(path): content for path, content in files.items()}
+    temporaries = {path: _temporary(path) for path in contents}
     backups: dict[Path, Path] = {}
     replaced: list[Path] = []
     try:
-        for path, chunks in files.items():
-            path = Path(path)
+        for path, chunks in contents.items():
             path.parent.mkdir(parents=True, exist_ok=True)
             if isinstance(chunks, bytes):
                 temporaries[path].write_bytes(chunks)
