@@ -93,7 +93,8 @@ def plot_lines(
         for key in keys:
             points = [(x, values[key]) for x, values in series if key in values]
             if points:
-                handles += panel.plot(*zip(*points, strict=True), marker=".", label=_label(key))
+                color = f"C{len(handles)}"  # one colour a curve across the panels, as in the key
+                handles += panel.plot(*zip(*points, strict=True), marker=".", color=color, label=_label(key))
         panel.set_ylabel(unit)
     xs = [x for x, _ in series]
     axes[0].set_xlim(min(xs) - 0.5, max(xs) + 0.5)

@@ -140,7 +140,9 @@ def place_samples(read: Callable[[bool], Iterable[dict]], logged: Sequence[tuple
             placed.tail += 1
             if rates[process] is not None and call is not None:
                 placed.estimated += 1
-                placed.tail_steps = (min(x, *placed.tail_steps[:1]), max(x, *placed.tail_steps[1:]))
+                placed.tail_steps = (
+                    (min(x, placed.tail_steps[0]), max(x, placed.tail_steps[1])) if placed.tail_steps else (x, x)
+                )
         placed.add(x, sample)
     return placed
 
