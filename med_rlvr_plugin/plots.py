@@ -57,7 +57,12 @@ def _step_figure(title: str, stages: Sequence[Stage], axis: str, panels: int):
     names = sorted({STAGES.index(stage.name) for stage in stages})
     key = [Patch(color=STAGE_COLORS[index], label=f"{index + 1} {STAGES[index]}") for index in names]
     figure.legend(handles=key, title="stages", loc="upper left", bbox_to_anchor=(0.78, 0.9), fontsize="small")
-    axes[-1].set_xlabel(f"{axis}s" if axis == "time bin" else f"{axis} (OpenRLHF global step)")
+    unit = (
+        "equal parts of the samples' time span, no TensorBoard events"
+        if axis == "time bin"
+        else "OpenRLHF global step"
+    )
+    axes[-1].set_xlabel(f"{axis} ({unit})")
     return figure, axes
 
 

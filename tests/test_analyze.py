@@ -7,6 +7,7 @@ by torch's SummaryWriter, which OpenRLHF's logger uses); tests/test_dynamics.py 
 executor and logger end to end.
 """
 
+import itertools
 import json
 import os
 import random
@@ -21,7 +22,7 @@ from med_rlvr_plugin.dynamics import STAGES, stage_timeline
 from med_rlvr_plugin.plots import STAGE_COLORS
 from med_rlvr_plugin.reward import METRICS, score_grade
 from med_rlvr_plugin.verifier import grade_response
-from tests.test_dynamics import CONJUNCTIVITIS, REASONING, lm_eval_line, load_reward_file, write_lines
+from tests.test_dynamics import CONJUNCTIVITIS, REASONING, REPO, lm_eval_line, load_reward_file, write_lines
 
 RESPONSES = {  # one response a class, for CONJUNCTIVITIS, whose gold letter is B
     "malformed": " The answer is B.",
@@ -53,12 +54,11 @@ def write_run(run_dir: Path, plan=RELAPSE, calls=20, logged_until=None, padding=
     changing any class. Returns the sampled lines per true step."""
     from torch.utils.tensorboard import SummaryWriter
 
-    grades = {}
-    for kind, response in RESPONSES.items():
-        grade = grade_response(
-            CONJUNCTIVITIS + response.replace("</think>", " " * padding + "</think>"), CONJUNCTIVITIS, "B"
-        )
-        grades[kind] = (asdict(grade), score_grade(grade, CONJUNCTIVITIS).metrics)
+    grades = {}  # (class, label): a quarter of the questions have gold D, which every response gets wrong
+    for (kind, response), label in itertools.product(RESPONSES.items(), "BD"):
+        query = CONJUNCTIVITIS + response.replace("</think>", " " * padding + "</think>")
+        grade = grade_response(query, CONJUNCTIVITIS, label)
+        grades[(kind, label)] = (asdict(grade), score_grade(grade, CONJUNCTIVITIS).metrics)
     kinds = [kind for kind, steps in plan for _ in range(steps)]
     firsts = {sum(steps for _, steps in plan[:index]) + 1: index for index in range(1, len(plan))}
     draw, call, sampled = random.Random(seed), 0, {}
@@ -69,13 +69,23 @@ def write_run(run_dir: Path, plan=RELAPSE, calls=20, logged_until=None, padding=
         for step, kind in enumerate(kinds, 1):
             stage_start = max((first for first in firsts if first <= step), default=1)
             drifting = step - stage_start < 3 and step > 3
-            step_kinds = [kinds[stage_start - 2] if drifting and index % 3 == 0 else kind for index in range(calls)]
+            step_kinds = [
+                (kinds[stage_start - 2] if drifting and index % 3 == 0 else kind, "D" if index % 4 == 2 else "B")
+                for index in range(calls)
+            ]
             for index, each in enumerate(step_kinds):
                 call += 1
                 if draw.random() < 0.5:
                     when = START + (step - 1) * STEP_SECONDS + index * 40 / calls
-                    line = {"time": when, "call": call, "host": "h", "pid": 7, "prompt": CONJUNCTIVITIS, "label": "B"}
-                    handle.write(json.dumps({**line, "behaviour": each, **grades[each][0]}) + "\n")
+                    line = {
+                        "time": when,
+                        "call": call,
+                        "host": "h",
+                        "pid": 7,
+                        "prompt": CONJUNCTIVITIS,
+                        "label": each[1],
+                    }
+                    handle.write(json.dumps({**line, "behaviour": each[0], **grades[each][0]}) + "\n")
                     sampled[step] = sampled.get(step, 0) + 1
             if logged_until is None or step <= logged_until:
                 for key in METRICS:
@@ -90,23 +100,28 @@ def analyze_run(run_dir: Path, out: Path, *flags: str) -> dict:
     return json.loads((out / "timeline.json").read_text(encoding="utf-8"))
 
 
-def test_a_relapse_gives_eight_stages_in_order(tmp_path):
-    write_run(tmp_path / "run")
-    timeline = analyze_run(tmp_path / "run", tmp_path / "out")
+def test_a_relapse_gives_eight_stages_in_order_as_docs_dynamics_shows(tmp_path, capsys):
+    write_run(tmp_path / "relapse")
+    timeline = analyze_run(tmp_path / "relapse", tmp_path / "relapse-out")
     assert [stage["name"] for stage in timeline["stages"]] == RELAPSE_STAGES
     firsts = [1, 9, 17, 25, 33, 39, 45, 53]
     assert [stage["first"] for stage in timeline["stages"]] == pytest.approx(firsts, abs=2)
+    example = (REPO / "docs" / "dynamics.md").read_text(encoding="utf-8").split("## Example")[1]
+    command = "$ python -m med_rlvr_plugin.analyze /tmp/relapse --output /tmp/relapse-out\n"
+    shown = example.split(command)[1].split("```")[0]
+    assert capsys.readouterr().out == shown.replace("/tmp/", f"{tmp_path}/")
 
 
 def test_window_and_min_steps_count_training_steps_not_logged_points():
-    """Eight stages of 12 steps, logged every 4 steps (OpenRLHF --logger.logging_steps 4): three points a
-    stage. A window of 5 steps holds one point; counted in points it held 20 steps and blurred stages."""
+    """Eight stages of 8 steps, logged every 4 steps (OpenRLHF --logger.logging_steps 4): two points a
+    stage. The default window of 5 steps holds one point, and two points span 8 steps, more than the
+    default --min-steps 3; counted in points, the window held 20 steps and each stage was a blip."""
     order = ["malformed", "verbose", "concise", "answer_in_thinking", "malformed", "answer_in_thinking"]
     order += ["reasoning_before_think", "concise"]
-    series = [(step, {order[(step - 1) // 12]: 1.0}) for step in range(4, 97, 4)]
+    series = [(step, {order[(step - 1) // 8]: 1.0}) for step in range(4, 65, 4)]
     stages = stage_timeline(series, window=5, min_steps=3)
     assert [(stage.name, stage.first_step, stage.last_step) for stage in stages] == [
-        (name, 12 * index + 4, 12 * index + 12) for index, name in enumerate(RELAPSE_STAGES)
+        (name, 8 * index + 4, 8 * index + 8) for index, name in enumerate(RELAPSE_STAGES)
     ]
     # A blip of one logged point stands for 4 steps: it is a stage under --min-steps 4, not under 5.
     blip = [(step, {"answer_in_thinking" if step == 48 else "concise": 1.0}) for step in range(4, 97, 4)]
@@ -120,7 +135,7 @@ def test_samples_after_the_last_log_are_warned_about_and_placed_at_their_own_ste
     timeline = analyze_run(tmp_path / "run", tmp_path / "out")
     err = capsys.readouterr().err
     tail = sum(count for step, count in sampled.items() if step > 50)
-    assert f"med-rlvr analyze: warning: the TensorBoard events end at step 50 (" in err
+    assert "med-rlvr analyze: warning: the TensorBoard events end at step 50 (" in err
     assert f"before {tail} rollout sample(s)" in err and f"{tail} placed at steps 51-60 by their process's" in err
     per_step = {int(x): count for x, count in timeline["rollout_samples_per_x"].items()}
     assert sum(count for x, count in per_step.items() if x > 50) == tail
