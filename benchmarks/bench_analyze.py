@@ -4,9 +4,9 @@ Each size is a synthetic run of the same 200 training steps (TensorBoard events 
 process's sample file; more calls a step for a larger file), written to a temporary folder and deleted
 after. `python -m med_rlvr_plugin.analyze` runs on each in a fresh process, whose maximum resident set size
 (from the kernel, `wait4`) is its peak memory. The 1 MiB run is the baseline the others are set against:
-streamed samples keep the peak memory flat (target: within 1.25x of the baseline at 1 GiB) and the time
-linear in the file size (the seconds per MiB about equal at 64 MiB and 1 GiB; at 1 MiB the start-up,
-imports and plotting dominate).
+streamed samples keep the peak memory flat (target: within 1.25x of the baseline at 1 GiB), and the time
+beyond the baseline's (start-up, imports, TensorBoard and plotting, the same for every size) grows
+linearly with the file (its seconds per MiB about equal at 64 MiB and 1 GiB).
 
     python benchmarks/bench_analyze.py [--sizes 1 64 1024]
 """
@@ -58,30 +58,38 @@ def write_run(folder: Path, megabytes: int) -> int:
     (folder / "rollouts").mkdir(parents=True)
     with open(folder / "rollouts" / "rollouts-h-1.jsonl", "w", encoding="utf-8") as handle:
         for step in range(1, STEPS + 1):
-            for index in range(per_step):
+            # Four stages: three responses in four of the stage's kind, the fourth of each kind in turn.
+            kinds = [(step - 1) * 4 // STEPS if index % 4 else index // 4 % 4 for index in range(per_step)]
+            for index, kind in enumerate(kinds):
                 lines += 1
-                head = (
-                    f'{{"time": {start + step * 60 + index * 50 / per_step}, "call": {lines}, "host": "h", "pid": 1, '
-                )
-                handle.write(head + bodies[(index + step) % len(bodies)][1:] + "\n")
+                when = start + step * 60 + index * 50 / per_step
+                handle.write(f'{{"time": {when}, "call": {lines}, "host": "h", "pid": 1, ' + bodies[kind][1:] + "\n")
             for key in METRICS:
-                value = sum(score.metrics[key] for score in scored) / len(scored)
+                value = sum(scored[kind].metrics[key] for kind in kinds) / len(kinds)
                 writer.add_scalar(f"train/{key}", value, step, walltime=start + step * 60 + 55)
     writer.close()
     return lines
 
 
+# The child reports its own high-water mark: the kernel's ru_maxrss of a child counts the memory of the
+# process it was forked from (this one, with torch loaded), so it would read the same for every size.
+CHILD = """import sys
+from med_rlvr_plugin.analyze import main
+code = main(sys.argv[1:])
+print(open("/proc/self/status").read().split("VmHWM:")[1].split()[0], file=sys.stderr)
+sys.exit(code)
+"""
+
+
 def measure(folder: Path) -> tuple[float, float]:
     """Seconds and peak resident memory (MiB) of analyze on `folder`, in a fresh process."""
-    command = [sys.executable, "-m", "med_rlvr_plugin.analyze", str(folder), "--output", str(folder / "out")]
+    command = [sys.executable, "-c", CHILD, str(folder), "--output", str(folder / "out")]
     began = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
+    result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - began
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode:
-        sys.exit(f"analyze failed on {folder} (exit {process.returncode})")
-    return seconds, usage.ru_maxrss / 1024
+    if result.returncode:
+        sys.exit(f"analyze failed on {folder} (exit {result.returncode}): {result.stderr}")
+    return seconds, int(result.stderr.split()[-1]) / 1024
 
 
 def main() -> None:
@@ -89,17 +97,18 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 64, 1024], help="sample MiB, baseline first")
     options = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f}; {STEPS} steps a run")
-    print("| samples | lines | seconds | seconds/MiB | peak memory (MiB) | memory ratio |")
+    print("| samples | lines | seconds | seconds/MiB over the baseline | peak memory (MiB) | memory ratio |")
     print("|---|---|---|---|---|---|")
-    baseline = None
+    baseline = start = base_size = None
     for megabytes in options.sizes:
         with tempfile.TemporaryDirectory() as name:
             folder = Path(name)
             lines = write_run(folder, megabytes)
             size = (folder / "rollouts" / "rollouts-h-1.jsonl").stat().st_size / 2**20
             seconds, peak = measure(folder)
-        baseline = baseline or peak
-        row = [f"{size:,.0f} MiB", f"{lines:,}", f"{seconds:.1f}", f"{seconds / size:.3f}", f"{peak:.0f}"]
+        baseline, start, base_size = baseline or peak, start or seconds, base_size or size
+        per_mib = f"{(seconds - start) / (size - base_size):.4f}" if size > base_size else "(baseline)"
+        row = [f"{size:,.0f} MiB", f"{lines:,}", f"{seconds:.1f}", per_mib, f"{peak:.0f}"]
         print("| " + " | ".join([*row, f"{peak / baseline:.2f}"]) + " |")
     print(f"load average {os.getloadavg()[0]:.2f}")
 
