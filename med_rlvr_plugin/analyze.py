@@ -168,7 +168,7 @@ def check_flags(bins: int, window: int, min_steps: int) -> None:
         raise AnalyzeError(f"--bins, --window and --min-steps must be at least 1, got {bins}, {window}, {min_steps}")
 
 
-def warnings(placed: Placed | None, logged: Sequence[tuple[float, int]], bad: BadLines) -> list[str]:
+def report_notes(placed: Placed | None, logged: Sequence[tuple[float, int]], bad: BadLines) -> list[str]:
     """What the reader of the report must know: samples after the last log, and the bad lines skipped."""
     found = []
     if placed and placed.tail:
@@ -218,7 +218,7 @@ def analyze(
         {(time, step) for tag, points in scalars.items() if tag.startswith("train/") for time, step, _ in points}
     )
     folder, placed = run_dir / "rollouts", None
-    if folder.is_dir():  # a second reading (`count` false) leaves the bad and cut lines to the first
+    if folder.is_dir():  # only the reading that places the samples (`count`) notes bad and cut lines
         read = lambda count: rollout_samples(folder, bad if count else BadLines(strict), cut if count else [])  # noqa: E731
         placed = place_samples(read, logged, bins)
     eval_logs = read_eval_logs(
@@ -233,7 +233,10 @@ def analyze(
         )
     stages = stage_timeline([(x, class_shares(values)) for x, values in series], window, min_steps)
     evals, eval_stages = eval_timeline(eval_logs)
-    notes = [*(f"{where}: the last line is cut off and was skipped" for where in cut), *warnings(placed, logged, bad)]
+    notes = [
+        *(f"{where}: the last line is cut off and was skipped" for where in cut),
+        *report_notes(placed, logged, bad),
+    ]
     summary = {
         "run_dir": str(run_dir),
         "source": source,

@@ -124,8 +124,10 @@ def place_samples(read: Callable[[bool], Iterable[dict]], logged: Sequence[tuple
     restarts, last_call, rates = Counter(), {}, {}
     for sample in read(True):
         name, call = sample["file"], sample["call"]
-        if call is not None and call <= last_call.get(name, 0):
-            restarts[name] += 1  # the count began again: another process with the same host and pid
+        # A count that falls to under half began again: another process with the same host and pid. (Threads
+        # write their lines a few calls out of order, so a small fall is no restart.)
+        if call is not None and call < last_call.get(name, 0) / 2:
+            restarts[name] += 1
         last_call[name], process = call or 0, (name, restarts[name])
         at = bisect.bisect_left(times, sample["time"])
         if at < len(times):

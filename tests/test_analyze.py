@@ -21,6 +21,7 @@ from med_rlvr_plugin.analyze import main as analyze_main
 from med_rlvr_plugin.dynamics import STAGES, stage_timeline
 from med_rlvr_plugin.plots import STAGE_COLORS
 from med_rlvr_plugin.reward import METRICS, score_grade
+from med_rlvr_plugin.rollouts import place_samples
 from med_rlvr_plugin.verifier import grade_response
 from tests.test_dynamics import CONJUNCTIVITIS, REASONING, REPO, lm_eval_line, load_reward_file, write_lines
 
@@ -240,3 +241,23 @@ def test_the_reward_file_numbers_its_calls_and_closes_its_file_when_sampling_sto
     assert calls == list(range(1, len(calls) + 1)) and 0 < len(calls) < 20
     open_files = {os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")}
     assert str(path.resolve()) not in open_files
+
+
+def test_calls_written_out_of_order_by_threads_and_a_restarted_count_keep_the_steps():
+    """Ten calls a step, every one sampled; threads swap neighbouring lines; the events stop at step 10 of
+    14. Then another process with the same host and pid (the same file) counts from 1 again."""
+    grade = grade_response(CONJUNCTIVITIS + RESPONSES["concise"], CONJUNCTIVITIS, "B")
+    score = score_grade(grade, CONJUNCTIVITIS)
+
+    def sample(step, call, offset=0.0):
+        when = START + (step - 1) * STEP_SECONDS + offset + call % 10
+        return {"time": when, "call": call, "file": "f", "class": score.behaviour, "logs": score.metrics,
+                "grade": grade, "label": "B"}  # fmt: skip
+
+    first = [sample(1 + (call - 1) // 10, call) for call in range(1, 141)]
+    first[20:22] = first[21], first[20]
+    second = [sample(15 + (call - 1) // 10, call, 5.0) for call in range(1, 41)]  # steps 15-18, none logged
+    logged = [(START + (step - 1) * STEP_SECONDS + 50, step) for step in range(1, 11)]
+    placed = place_samples(lambda count: iter(first + second), logged, 50)
+    assert placed.counts == {step: 10 for step in range(1, 15)} | {11: 50}
+    assert (placed.tail, placed.estimated, placed.tail_steps) == (80, 40, (11, 14))
