@@ -11,6 +11,8 @@ import itertools
 import json
 import os
 import random
+import subprocess
+import sys
 import tracemalloc
 from dataclasses import asdict
 from pathlib import Path
@@ -261,3 +263,16 @@ def test_calls_written_out_of_order_by_threads_and_a_restarted_count_keep_the_st
     placed = place_samples(lambda count: iter(first + second), logged, 50)
     assert placed.counts == {step: 10 for step in range(1, 15)} | {11: 50}
     assert (placed.tail, placed.estimated, placed.tail_steps) == (80, 40, (11, 14))
+
+
+@pytest.mark.integration
+def test_the_memory_benchmark_runs_as_docs_development_gives_it(tmp_path):
+    """`python benchmarks/bench_analyze.py`, on small sizes: its table, and its temporary runs deleted."""
+    environ = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path)}
+    command = [sys.executable, str(REPO / "benchmarks" / "bench_analyze.py"), "--sizes", "1", "4"]
+    result = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| ") and "MiB |" in line]
+    assert [row[0] for row in rows] == ["| 1 MiB", "| 4 MiB"] and rows[0][3] == "(baseline)"
+    assert float(rows[1][5].rstrip(" |")) < 1.25  # the peak memory's ratio to the 1 MiB run's
+    assert list(tmp_path.iterdir()) == []
