@@ -9,7 +9,7 @@ settings (`arg_1`). `evaluate` and `analyze` both read them here.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,10 +43,11 @@ def newest_logs(folder: Path) -> dict[str, Path]:
     return {task: path for task, (_, path) in sorted(newest.items())}
 
 
-def read_samples(path: Path) -> Iterator[Sample]:
-    """Each line of a generate_until sample log; ToolError naming the file and line for one that is not, or
-    for one generated with stop strings (lm-eval cuts them from the response: the grade would be wrong)."""
-    for where, line in read_jsonl(path, _EXPECTED):
+def read_samples(path: Path, on_bad: Callable[[str, str], None] | None = None) -> Iterator[Sample]:
+    """Each line of a generate_until sample log; ToolError naming the file and line for one that is not (with
+    `on_bad`, it is passed there with the reason and skipped), or for one generated with stop strings
+    (lm-eval cuts them from the response: the grade would be wrong, for every line of the log)."""
+    for where, line in read_jsonl(path, _EXPECTED, on_bad=on_bad):
         try:
             request = line["arguments"]["gen_args_0"]
             sample = Sample(
@@ -60,9 +61,11 @@ def read_samples(path: Path) -> Iterator[Sample]:
             ):
                 raise TypeError("doc and arg_1 must be objects, arg_0 a text")
         except (AttributeError, IndexError, KeyError, TypeError) as error:
-            raise ToolError(
-                f"{where}: not a graded lm-eval generate_until sample ({type(error).__name__}: {error}); {_EXPECTED}"
-            ) from None
+            reason = f"not a graded lm-eval generate_until sample ({type(error).__name__}: {error})"
+            if on_bad is None:
+                raise ToolError(f"{where}: {reason}; {_EXPECTED}") from None
+            on_bad(where, reason)
+            continue
         if any(sample.generation.get("until") or ()):
             raise ToolError(
                 f"{where}: generated with stop strings {sample.generation['until']}, which lm-eval cuts from the "
