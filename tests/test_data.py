@@ -1006,3 +1006,34 @@ def test_dev_split_command_line(tmp_path):
     assert "rows_moved_to_dev: 6" in done.stdout and f"dev: {dev} (6 rows, seed 4)" in done.stdout
     assert json.loads((tmp_path / "medqa_dev.jsonl.summary.json").read_text())["dev_seed"] == 4
     assert run_cli("medqa", "--output", str(train), "--dev-size", "3").returncode == 2  # --dev-size needs --dev-output
+
+
+@pytest.mark.integration
+def test_docs_offline_route_runs_as_written(tmp_path):
+    """docs/data.md's offline block, run by bash on files in the published formats at the published paths."""
+    text = (REPO / "docs" / "data.md").read_text()
+    block = text[text.index("## Where the raw files are published") :].split("```bash\n", 1)[1].split("```", 1)[0]
+    medqa = tmp_path / "raw/data_clean/questions/US/4_options"
+    medqa.mkdir(parents=True)
+    test_rows = numbered_medqa(3, "Test question")
+    write_jsonl(medqa / "phrases_no_exclude_test.jsonl", test_rows)
+    write_jsonl(medqa / "phrases_no_exclude_train.jsonl", numbered_medqa(DEV_SIZE + 20, "Train question") + test_rows)
+    health = [{**MMLU_PRO_7, "question_id": index, "category": "health"} for index in range(4)]
+    datasets.Dataset.from_list([*health, MMLU_PRO_LAW]).to_parquet(str(tmp_path / "raw/test-00000-of-00001.parquet"))
+    (tmp_path / "data_prep").symlink_to(REPO / "data_prep")
+    env = os.environ | {
+        "PYTHONPATH": str(REPO),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = {path.name: len(path.read_text().splitlines()) for path in (tmp_path / "data").glob("*.jsonl")}
+    assert counts == {
+        "medqa_test.jsonl": 3,
+        "medqa_dev.jsonl": DEV_SIZE,
+        "medqa_train.jsonl": 20,
+        "medqa_train_sft.jsonl": 20,
+        "mmlu_pro_health.jsonl": 4,
+    }
