@@ -216,3 +216,20 @@ print("trained", actor.model.config._attn_implementation)
     env = os.environ | {"PYTHONPATH": f"{cpu_standins}{os.pathsep}{REPO}"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "trained sdpa" in done.stdout, done.stderr[-2000:]
+
+
+def test_the_dry_run_takes_the_sdpa_flag_gpu_sdpa_runs_need():
+    """docs/launch.md's `-- --ds.attn_implementation sdpa` passes OpenRLHF's parser and checks, and the
+    command keeps packing off (with packing OpenRLHF would switch back to flash_attention_2)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MED_RLVR_", "WANDB_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    done = subprocess.run(
+        ["bash", "launch/train_ppo_medqa.sh", "--dry-run", "--", "--ds.attn_implementation", "sdpa"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and "every check passed" in done.stdout + done.stderr, done.stderr[-2000:]
+    assert "--ds.attn_implementation sdpa" in done.stdout and "--ds.packing_samples" not in done.stdout
