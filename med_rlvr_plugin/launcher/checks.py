@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
+from med_rlvr_plugin.data.pipeline import summary_path
 from med_rlvr_plugin.launcher.errors import LaunchError
 from med_rlvr_plugin.launcher.plan import gigabytes
 from med_rlvr_plugin.openrlhf_reward import rollout_sampling
@@ -128,8 +129,9 @@ def check_not_test_sets(files: str) -> None:
     names a test split as its input (MMLU-Pro health is MMLU-Pro's test split).
     """
     for path in data_paths(files):
-        summary = path.with_suffix(".summary.json")
-        source = json.loads(summary.read_text(encoding="utf-8")).get("input", "") if summary.is_file() else ""
+        # prepare.py's summary of this file, or of a file prepared before each output had its own (NAME.summary.json)
+        summary = next((s for s in (summary_path(path), path.with_suffix(".summary.json")) if s.is_file()), None)
+        source = json.loads(summary.read_text(encoding="utf-8")).get("input", "") if summary else ""
         if re.search(r"(?<![a-z])test(?![a-z])", f"{path.stem} {source}", re.I):
             raise LaunchError(
                 f"--eval-data {path} is a test set ({source or 'by its name'}): periodic eval picks checkpoints and "
