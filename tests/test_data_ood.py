@@ -32,15 +32,15 @@ def prepare_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
 
 
-# The commands of docs/data.md for the OOD files, run from a checkout-like folder holding the releases.
+# docs/data.md's commands for the OOD files, run in a folder holding the releases' files as the page names them.
 OOD_COMMANDS = [
-    ["medmcqa", "--input", "medmcqa/dev.json", "--output", "data/medmcqa_dev.jsonl"],
+    ["medmcqa", "--input", "dev.json", "--output", "data/medmcqa_dev.jsonl"],
     [
         "pubmedqa",
         "--input",
-        "pubmedqa/ori_pqal.json",
+        "ori_pqal.json",
         "--ids",
-        "pubmedqa/test_ground_truth.json",
+        "test_ground_truth.json",
         "--output",
         "data/pubmedqa_test.jsonl",
     ],
@@ -48,8 +48,23 @@ OOD_COMMANDS = [
 ]
 
 
+def releases(folder: Path) -> Path:
+    """The hand-written releases where docs/data.md's commands read them: dev.json, ori_pqal.json and
+    test_ground_truth.json at the top, MMLU's CSV folder as mmlu/test."""
+    for name in ("medmcqa/dev.json", "pubmedqa/ori_pqal.json", "pubmedqa/test_ground_truth.json"):
+        shutil.copy(FIXTURES / name, folder)
+    shutil.copytree(FIXTURES / "mmlu", folder / "mmlu")
+    return folder
+
+
+def test_documented_commands_are_these():
+    page = (REPO / "docs" / "data.md").read_text()
+    for command in OOD_COMMANDS:
+        assert "python data_prep/prepare.py " + " ".join(command) in page
+
+
 def test_documented_commands_prepare_the_three_ood_sets(tmp_path):
-    shutil.copytree(FIXTURES, tmp_path, dirs_exist_ok=True)
+    releases(tmp_path)
     for command in OOD_COMMANDS:
         done = prepare_cli(*command, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
@@ -139,7 +154,7 @@ def test_mmlu_folder_must_hold_each_medical_subject_once(tmp_path):
 def test_exclude_checks_the_ood_sets_against_training_data(tmp_path):
     """A training file that holds an OOD question: preparing the OOD set with --exclude drops it (and the
     other way round, the training file drops the OOD set's questions), counted per file."""
-    shutil.copytree(FIXTURES, tmp_path, dirs_exist_ok=True)
+    releases(tmp_path)
     for command in OOD_COMMANDS:
         assert prepare_cli(*command, cwd=tmp_path).returncode == 0
     train = tmp_path / "data" / "train.jsonl"
@@ -147,14 +162,10 @@ def test_exclude_checks_the_ood_sets_against_training_data(tmp_path):
     train.write_text("".join(json.dumps(row) + "\n" for row in rows))
     summary = prepare("mmlu", tmp_path / "mmlu_clean.jsonl", input_path=tmp_path / "mmlu" / "test", exclude=[train])
     assert (summary["rows_excluded"], summary["rows_written"]) == (1, 11)
-    summary = prepare(
-        "medmcqa", tmp_path / "medmcqa_clean.jsonl", input_path=tmp_path / "medmcqa/dev.json", exclude=[train]
-    )
+    summary = prepare("medmcqa", tmp_path / "medmcqa_clean.jsonl", input_path=tmp_path / "dev.json", exclude=[train])
     assert summary["excluded_by_file"] == {str(train): 1}
     ood = [tmp_path / "data" / name for name in ("medmcqa_dev.jsonl", "pubmedqa_test.jsonl", "mmlu_medical.jsonl")]
-    summary = prepare(
-        "pubmedqa", tmp_path / "train.jsonl", input_path=tmp_path / "pubmedqa/ori_pqal.json", exclude=ood
-    )
+    summary = prepare("pubmedqa", tmp_path / "train.jsonl", input_path=tmp_path / "ori_pqal.json", exclude=ood)
     assert summary["excluded_by_file"] == {str(ood[0]): 0, str(ood[1]): 2, str(ood[2]): 0}
 
 

@@ -16,6 +16,8 @@ the request cache, sample logs. The package adds, one concern a module:
   `grade_texts`, using the prompt exactly as sent (after any chat template), so any lm-eval run, ours or
   the plain CLI's, gets the full table: Wilson intervals, subgroups, pass@k, paired tests (the logs are
   read by `med_rlvr_plugin.lm_eval_logs`, which analyze shares);
+- `modes`: the log-likelihood logs graded again, report's both-measures table, and compare's paper block
+  followed by the out-of-distribution block (`medrlvr_ood`: per-benchmark paired tests, macro average);
 - `runner`: `run`, lm-eval on models (or a run's checkpoints) x prompt files, and the steps table and plot;
 - `__main__`: the command line, `python -m med_rlvr_plugin.evaluate run|report|compare`.
 docs/evaluation.md has the commands, the metric definitions and an example table.

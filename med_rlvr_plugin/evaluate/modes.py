@@ -137,7 +137,8 @@ def macro_markdown(table: Mapping, macro: Mapping[str, Mapping], loglik: bool) -
     header = ["model"] + [f"{title}, {mode}" for mode in modes for title in ("macro average", "difference")]
     title = dict((key, title) for key, title, _ in METRICS)[table["metric"]]
     return (
-        f"### Macro average\n\n{title}: the mean of the {len(ood_tasks())} benchmarks' percentages (each weighs "
-        "the same; '-' unless the model has all of them), and its difference from the baseline's in points (no "
-        "test here: the paired tests are per benchmark above).\n\n" + markdown_table(header, rows) + "\n"
+        f"### Macro average\n\nThe mean of the {len(ood_tasks())} benchmarks' percentages, each weighing the same "
+        f"({title}{'; by log-likelihood in the loglik columns' if loglik else ''}; '-' unless the model has all "
+        "of them), and its difference from the baseline's in points (no test here: the paired tests are per "
+        "benchmark above).\n\n" + markdown_table(header, rows) + "\n"
     )
