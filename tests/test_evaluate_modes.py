@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from med_rlvr_plugin import evaluate
+from med_rlvr_plugin import analyze, evaluate
 from med_rlvr_plugin.cli import ToolError
+from med_rlvr_plugin.data import SOURCES, format_row, read_rows
 from med_rlvr_plugin.evaluate import EvalError, doc_to_choice, doc_to_target, loglik_accuracy, process_loglik_results
 from med_rlvr_plugin.evaluate.__main__ import main
 from med_rlvr_plugin.evaluate.reports import compare, report
@@ -23,6 +24,7 @@ from med_rlvr_plugin.evaluate.runner import default_tasks, mode_configs, prompt_
 from med_rlvr_plugin.launcher import sample_rows
 from med_rlvr_plugin.prompts import render_prompt
 from med_rlvr_plugin.verifier import RewardConfig
+from tests.real_data import MEDQA_TEST, MMLU_PRO_HEALTH, real_file
 
 REPO = Path(__file__).resolve().parents[1]
 STAMP = "2026-12-05T10-00-00.000001"
@@ -112,6 +114,18 @@ def test_loglik_hooks_score_the_option_letters():
         evaluate.check_choices({**row(0, options=3), "label": "E"}, "x.jsonl:1")
 
 
+@pytest.mark.parametrize(("source", "relative"), [("medqa", MEDQA_TEST), ("mmlu_pro", MMLU_PRO_HEALTH)])
+def test_loglik_hooks_on_every_real_row(source, relative):
+    """Every real MedQA test and MMLU-Pro health row (up to 10 options): one letter per option shown in the
+    prompt, the gold letter's index among them."""
+    for where, raw in read_rows(SOURCES[source], real_file(relative)):
+        doc = format_row(raw, SOURCES[source])
+        evaluate.check_choices(doc, where)
+        letters = doc_to_choice(doc)
+        assert [line[0] for line in doc["prompt"].splitlines() if line[1:3] == ". "][-len(letters) :] == letters
+        assert letters[doc_to_target(doc)] == doc["label"]
+
+
 def test_every_shipped_task_has_a_loglik_variant_and_the_ood_group_lists_the_three():
     configs = {path.name: yaml.safe_load(path.read_text()) for path in evaluate.TASK_DIR.glob("*.yaml")}
     tasks = {config["task"]: config for config in configs.values() if "group" not in config}
@@ -169,6 +183,16 @@ def test_report_shows_both_measures_and_grades_the_logged_logliks(tmp_path):
     markdown = (folder / "report.md").read_text()
     assert "| metric | medrlvr_medqa |" in markdown  # the per-metric table holds the generate task only
     assert "| medrlvr_medqa | 0.0 [0.0, 43.4] (n 5) | 60.0 [23.1, 88.2] (n 5) |" in markdown
+
+
+def test_loglik_only_report_and_analyze_skipping_loglik_logs(tmp_path):
+    folder = model_logs(tmp_path / "base", {"medrlvr_medqa_loglik": [True, False]})
+    markdown = (report(folder, RewardConfig()) and (folder / "report.md").read_text()).split("\n\n")
+    assert markdown[0] == "## base" and markdown[1].startswith("### Both measures")
+    assert "| medrlvr_medqa | - | 50.0 [9.5, 90.5] (n 2) |" in markdown[-1]
+    model_logs(folder, {"medrlvr_medqa": [True, True]})
+    # analyze grades responses: the log-likelihood logs beside them hold none and are left out
+    assert list(analyze.read_eval_logs([tmp_path])) == [("base", "medrlvr_medqa")]
 
 
 def test_report_refuses_a_loglik_log_of_other_choices(tmp_path):
