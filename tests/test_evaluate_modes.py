@@ -195,6 +195,14 @@ def test_loglik_only_report_and_analyze_skipping_loglik_logs(tmp_path):
     assert list(analyze.read_eval_logs([tmp_path])) == [("base", "medrlvr_medqa")]
 
 
+def test_report_splits_mmlu_medical_by_subject(tmp_path):
+    docs = [row(i, subject=subject) for i, subject in enumerate(["anatomy", "anatomy", "medical_genetics"])]
+    write_log(tmp_path / "m", "medrlvr_mmlu_medical", [generate_line(i, doc, "A") for i, doc in enumerate(docs)])
+    report(tmp_path / "m", RewardConfig())
+    markdown = (tmp_path / "m" / "report.md").read_text()
+    assert "### medrlvr_mmlu_medical by subject" in markdown and "| medical_genetics | 1 | 100.0 [" in markdown
+
+
 def test_report_refuses_a_loglik_log_of_other_choices(tmp_path):
     line = loglik_line(0, row(0), [-1.0, -2.0, -3.0, -4.0])
     line["arguments"]["gen_args_3"]["arg_1"] = " Fourth"

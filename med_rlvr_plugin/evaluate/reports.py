@@ -16,8 +16,8 @@ from med_rlvr_plugin.files import write_together
 from med_rlvr_plugin.lm_eval_logs import LOGLIK, SAMPLES_NAME, newest_logs, read_samples
 from med_rlvr_plugin.verifier import RewardConfig
 
-# Metadata fields whose values split a task into subgroups: MedQA's exam step, MMLU-Pro's source.
-SUBGROUP_FIELDS = ("meta_info", "src")
+# Metadata fields whose values split a task into subgroups: MedQA's exam step, MMLU-Pro's source, MMLU's subject.
+SUBGROUP_FIELDS = ("meta_info", "src", "subject")
 
 
 def latest_sample_logs(directory: Path) -> dict[str, Path]:
@@ -134,7 +134,7 @@ def report_markdown(label: str, tasks: Mapping[str, Mapping]) -> str:
         "per question, t otherwise). With k responses per question each rate is their mean: accuracy is "
         "pass@1.",
         markdown_table(["metric", *names], rows),
-    ][: 3 if names else 1]
+    ][: 3 if names else 1]  # only log-likelihood tasks (--mode loglik): their table below
     for name in names:
         if "subgroups" in tasks[name]:
             field, groups = tasks[name]["subgroups"]["field"], tasks[name]["subgroups"]["groups"]
