@@ -21,7 +21,7 @@ from med_rlvr_plugin.evaluate import EvalError, doc_to_choice, doc_to_target, lo
 from med_rlvr_plugin.evaluate.__main__ import main
 from med_rlvr_plugin.evaluate.reports import compare, report
 from med_rlvr_plugin.evaluate.runner import default_tasks, mode_configs, prompt_tasks
-from med_rlvr_plugin.launcher import sample_rows
+from med_rlvr_plugin.launcher import SAMPLE_QUESTIONS, SAMPLE_SOURCE, sample_rows
 from med_rlvr_plugin.prompts import render_prompt
 from med_rlvr_plugin.verifier import RewardConfig
 from tests.real_data import MEDQA_TEST, MMLU_PRO_HEALTH, real_file
@@ -340,6 +340,29 @@ def test_documented_extended_table_on_the_tiny_model(tmp_path, tiny_qwen2, monke
 
     shutil.copy("eval/paper/table.md", tmp_path.parent / "extended_table.md")  # to update the page's example
     assert layout(example) == layout(printed)
+
+
+@pytest.mark.integration
+def test_loglik_mode_on_a_chat_file(tmp_path, tiny_qwen2):
+    """A `--chat` file: lm-eval applies the chat template and scores "A", "B", ... with no delimiter after the
+    generation prompt; report grades the logged log-likelihoods as lm-eval did."""
+    rows = [format_row(question, SAMPLE_SOURCE, chat=True) for question in SAMPLE_QUESTIONS]
+    (tmp_path / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    flags = ["--limit", "2", "--device", "cpu", "--model-args", "dtype=float32", "--batch-size", "1"]
+    argv = ["run", str(tiny_qwen2), "--data", str(tmp_path / "chat.jsonl"), "--mode", "loglik", *flags]
+    assert main([*argv, "--output-dir", str(tmp_path / "out")]) == 0
+    folder = tmp_path / "out" / tiny_qwen2.name
+    line = json.loads(next(folder.glob("samples_medrlvr_chat_loglik_*.jsonl")).read_text().splitlines()[0])
+    requests = line["arguments"]
+    assert [requests[f"gen_args_{i}"]["arg_1"] for i in range(len(requests))] == ["A", "B", "C", "D"]
+    assert requests["gen_args_0"]["arg_0"].endswith("<|im_end|>\n<|im_start|>assistant\n")
+    results = json.loads(next(folder.glob("results_*.json")).read_text())["results"]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert list(summary["tasks"]) == ["medrlvr_chat_loglik"]
+    assert (
+        results["medrlvr_chat_loglik"]["accuracy,none"]
+        == summary["tasks"]["medrlvr_chat_loglik"]["metrics"]["accuracy"]["value"]
+    )
 
 
 @pytest.mark.integration
