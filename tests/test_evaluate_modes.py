@@ -252,6 +252,7 @@ def test_compare_macro_average_needs_every_benchmark(tmp_path):
     partial = model_logs(tmp_path / "partial", {task: [True, True] for task in OOD[:2]})
     markdown = compare([base, partial], config=RewardConfig())["markdown"]
     assert "| partial | - |  |" in markdown and "| base | 50.0 | (baseline) |" in markdown
+    assert "| model | macro average, generate | difference, generate |\n" in markdown  # no loglik logs
     assert "## Out of distribution" in markdown and "| model | medrlvr_medqa" not in markdown
 
 

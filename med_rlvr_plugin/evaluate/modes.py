@@ -121,7 +121,13 @@ def macro_markdown(table: Mapping, macro: Mapping[str, Mapping], loglik: bool) -
     """The macro averages per model and mode, and their differences from the baseline's."""
     from med_rlvr_plugin.evaluate.reports import markdown_table  # reports imports this module
 
-    modes = ("generate", "loglik") if loglik else ("generate",)
+    # a measure's columns when some model has all its benchmarks (the log-likelihood one only for accuracy)
+    modes = [
+        mode
+        for mode in ("generate", "loglik")[: 2 if loglik else 1]
+        if any(v[mode] is not None for v in macro.values())
+    ]
+    modes = modes or ["generate"]
     baseline = macro[table["baseline"]]
     rows = []
     for name, values in macro.items():
