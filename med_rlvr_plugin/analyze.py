@@ -28,7 +28,7 @@ from med_rlvr_plugin.cli import ToolError, fail, tool_parser
 from med_rlvr_plugin.dynamics import CLASSES, STAGES, Stage, stage_timeline
 from med_rlvr_plugin.evaluate.reports import markdown_table
 from med_rlvr_plugin.files import write_together
-from med_rlvr_plugin.lm_eval_logs import newest_logs, read_samples
+from med_rlvr_plugin.lm_eval_logs import LOGLIK, newest_logs, read_samples
 from med_rlvr_plugin.plots import plot_behaviour, plot_eval, plot_lines
 from med_rlvr_plugin.reward import score_sample
 from med_rlvr_plugin.rollouts import (
@@ -69,6 +69,8 @@ def read_eval_logs(folders: Iterable[Path], bad: BadLines) -> dict[tuple[str, st
     logs = {}
     for folder in sorted({path.parent for eval_dir in folders for path in eval_dir.rglob("samples_*.jsonl")}):
         for task, path in newest_logs(folder).items():
+            if task.endswith(LOGLIK):  # evaluate --mode loglik: option letters scored, no responses
+                continue
             count, sums = 0, Counter()
             for sample in read_samples(path, on_bad=bad):
                 try:

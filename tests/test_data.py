@@ -432,7 +432,7 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 def test_flags_that_do_not_apply_are_refused(tmp_path):
     source = write_jsonl(tmp_path / "src.jsonl", [MEDQA_4])
     for flags, message in (
-        ({"category": "health"}, "mmlu_pro only"),
+        ({"category": "health"}, "mmlu_pro and mmlu only"),
         ({"cop_base": 1}, "medmcqa only"),
         ({"split": "test"}, "drop --split"),
         ({"limit": 0}, "at least 1"),
@@ -452,7 +452,7 @@ def test_flags_that_do_not_apply_are_refused(tmp_path):
         ("medqa", {"verl": True}, "out.jsonl: the --output name must end in .parquet (verl reads parquet)"),
         ("medqa", {"output": "out.parquet", "verl": True, "sft": True}, "--verl writes verl's RL layout"),
         ("medqa", {"split": "test"}, "--split selects a hub split; with --input the file is the split"),
-        ("medqa", {"category": "health"}, "--category applies to mmlu_pro only, not medqa"),
+        ("medqa", {"category": "health"}, "--category applies to mmlu_pro and mmlu only, not medqa"),
         ("mmlu_pro", {"cop_base": 0}, "--cop-base applies to medmcqa only, not mmlu_pro"),
         ("medqa", {"ids": "ids.json"}, "--ids selects rows by id, and medqa rows have no id field"),
         ("medqa", {"limit": 0}, "--limit must be at least 1, got 0"),

@@ -85,7 +85,8 @@ class PrepareOptions:
         if self.input_path is not None and self.split is not None:
             raise DataError("--split selects a hub split; with --input the file is the split, so drop --split")
         if self.category is not None and source.category is None:
-            raise DataError(f"--category applies to mmlu_pro only, not {self.dataset}")
+            having = " and ".join(name for name, other in SOURCES.items() if other.category)
+            raise DataError(f"--category applies to {having} only, not {self.dataset}")
         if self.cop_base is not None and self.dataset != "medmcqa":
             raise DataError(f"--cop-base applies to medmcqa only, not {self.dataset}")
         if self.ids is not None and source.id is None:
