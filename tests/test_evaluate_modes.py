@@ -23,6 +23,7 @@ from med_rlvr_plugin.evaluate.reports import compare, report
 from med_rlvr_plugin.evaluate.runner import default_tasks, mode_configs, prompt_tasks
 from med_rlvr_plugin.launcher import SAMPLE_QUESTIONS, SAMPLE_SOURCE, sample_rows
 from med_rlvr_plugin.prompts import render_prompt
+from med_rlvr_plugin.rollouts import BadLines
 from med_rlvr_plugin.verifier import RewardConfig
 from tests.real_data import MEDQA_TEST, MMLU_PRO_HEALTH, real_file
 
@@ -192,7 +193,7 @@ def test_loglik_only_report_and_analyze_skipping_loglik_logs(tmp_path):
     assert "| medrlvr_medqa | - | 50.0 [9.5, 90.5] (n 2) |" in markdown[-1]
     model_logs(folder, {"medrlvr_medqa": [True, True]})
     # analyze grades responses: the log-likelihood logs beside them hold none and are left out
-    assert list(analyze.read_eval_logs([tmp_path])) == [("base", "medrlvr_medqa")]
+    assert list(analyze.read_eval_logs([tmp_path], BadLines(strict=True))) == [("base", "medrlvr_medqa")]
 
 
 def test_report_splits_mmlu_medical_by_subject(tmp_path):
