@@ -1,4 +1,4 @@
-"""The checks of a run's inputs that need no GPU: its data, its reward file (or server) and its disk."""
+"""The checks of a run's inputs that need no GPU: its data and prompt lengths, reward file (or server), disk."""
 
 from __future__ import annotations
 
