@@ -1,4 +1,4 @@
-"""Write an OpenRLHF prompt file from MedQA, MMLU-Pro, MedMCQA or PubMedQA (docs/data.md).
+"""Write an OpenRLHF prompt file from MedQA, MMLU-Pro, MedMCQA, PubMedQA or MMLU (docs/data.md).
 
     python data_prep/prepare.py medqa --split test --output data/medqa_test.jsonl
     python data_prep/prepare.py medqa --split train --output data/medqa_train.jsonl \\
@@ -36,13 +36,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("dataset", choices=SOURCES)
     parser.add_argument("--output", required=True, help="the prompt file to write, NAME.jsonl")
     parser.add_argument(
-        "--input", help="a local .jsonl, .json (either may be .gz) or .parquet file in the dataset's published format"
+        "--input",
+        help="a local .jsonl, .json (either may be .gz) or .parquet file in the dataset's published format; for "
+        "mmlu also the CSV release (a SUBJECT_test.csv file, or the folder data/test)",
     )
     parser.add_argument(
         "--split",
         help="hub split; default: " + ", ".join(f"{name} {source.default_split}" for name, source in SOURCES.items()),
     )
-    parser.add_argument("--category", help="mmlu_pro only: keep rows of this category (the paper's: health)")
+    parser.add_argument(
+        "--category",
+        help="mmlu_pro: keep rows of this category (the paper's: health); mmlu: of this subject (default: the six "
+        "medical subjects)",
+    )
     parser.add_argument(
         "--ids",
         metavar="FILE",

@@ -14,6 +14,8 @@ run plan, checks the cluster, writes the run's manifest, gives every Ray actor t
 and starts openrlhf.cli.train_ppo_ray.
 
 Reward (reaches the reward function in every rollout actor on every node):
+  (each flag's default is its MED_RLVR_* variable when the job's environment sets one, as with ray job submit
+  --runtime-env-json: Ray gives every actor the job's value, so a flag that contradicts it is refused)
   --reward-scheme S        neutral (default, the paper's: wrong = 0) | penalized (wrong = -1, the paper's
                            ablation). penalized differs from neutral only where a response is malformed: with
                            none in a batch, penalized = 2 x neutral - 1, which gives grpo and reinforce_baseline
@@ -51,7 +53,7 @@ Run:
   --rollout-samples F      record a share F (0 to 1) of graded rollouts in OUTPUT_DIR/rollouts, for
                            `python -m med_rlvr_plugin.analyze OUTPUT_DIR` (docs/dynamics.md; default off)
   --dry-run                check everything and print the command and the plan; start nothing, write
-                           nothing. Uses the built-in sample for default data files that are not prepared.
+                           nothing. Uses the built-in sample when none of the default data files exists.
   -h, --help               this text
   -- OPENRLHF_FLAGS...     passed to OpenRLHF unchanged, after the script's own (the last one wins)
 EOF
@@ -59,19 +61,32 @@ EOF
 
 die() { echo "med-rlvr train_ppo_medqa.sh: error: $*" >&2; exit 2; }
 value() { [[ $# -ge 2 && $2 != --* ]] || die "$1 needs a value (see --help)"; echo "$2"; }
+# A reward flag's value (reward_flag VARIABLE --flag VALUE). Ray gives every actor the MED_RLVR_* value of
+# the job's runtime env (ray job submit --runtime-env-json) over the driver's, so a flag that contradicts
+# the environment is refused, and without the flag the environment's value is the default.
+reward_flag() {
+  local name=$1 given
+  shift
+  given=$(value "$@")
+  [[ -z ${!name-} || ${!name} == "$given" ]] ||
+    die "$1 $given contradicts $name=${!name} in the job's environment (--runtime-env-json, export): set one"
+  echo "$given"
+}
 
-reward_scheme=neutral format=lenient leak_penalty=0 min_think_words=0 short_think_penalty=1.0
+reward_scheme=${MED_RLVR_REWARD_SCHEME:-neutral} format=${MED_RLVR_FORMAT:-lenient}
+leak_penalty=${MED_RLVR_LEAK_PENALTY:-0} min_think_words=${MED_RLVR_MIN_THINK_WORDS:-0}
+short_think_penalty=${MED_RLVR_SHORT_THINK_PENALTY:-1.0}
 algo=ppo model=Qwen/Qwen2.5-3B nodes=1 gpus_per_node=8 eager=(--vllm.enforce_eager)
 train_data="" eval_data="" run_name="" output_dir="" dry_run=0 rollout_samples=""
 launcher_flags=() passthrough=()
 launch_command="bash launch/train_ppo_medqa.sh $(printf '%q ' "$@")"
 while (($#)); do
   case "$1" in
-    --reward-scheme) reward_scheme=$(value "$@"); shift 2 ;;
-    --format) format=$(value "$@"); shift 2 ;;
-    --leak-penalty) leak_penalty=$(value "$@"); shift 2 ;;
-    --min-think-words) min_think_words=$(value "$@"); shift 2 ;;
-    --short-think-penalty) short_think_penalty=$(value "$@"); shift 2 ;;
+    --reward-scheme) reward_scheme=$(reward_flag MED_RLVR_REWARD_SCHEME "$@"); shift 2 ;;
+    --format) format=$(reward_flag MED_RLVR_FORMAT "$@"); shift 2 ;;
+    --leak-penalty) leak_penalty=$(reward_flag MED_RLVR_LEAK_PENALTY "$@"); shift 2 ;;
+    --min-think-words) min_think_words=$(reward_flag MED_RLVR_MIN_THINK_WORDS "$@"); shift 2 ;;
+    --short-think-penalty) short_think_penalty=$(reward_flag MED_RLVR_SHORT_THINK_PENALTY "$@"); shift 2 ;;
     --algo) algo=$(value "$@"); shift 2 ;;
     --model) model=$(value "$@"); shift 2 ;;
     --train-data) train_data=$(value "$@"); shift 2 ;;
@@ -128,17 +143,17 @@ if [[ -z $run_name ]]; then
 fi
 output_dir=${output_dir:-$HOME/med-rlvr-runs/$run_name}
 
-# A dry run on a machine without prepared data checks the built-in sample in place of the default files,
-# and plans the run for the sizes of the prepared MedQA files.
-if ((dry_run)) && { [[ -z $train_data && ! -f data/medqa_train.jsonl ]] ||
-  [[ -z $eval_data && ! -f data/medqa_dev.jsonl ]]; }; then
+# A dry run where none of the default data files exists (and none is named) checks the built-in sample in
+# their place and plans for the sizes of the prepared MedQA files; once one exists, the run's own files are
+# checked, and a missing one stops the dry run as it would stop the run.
+if ((dry_run)) && [[ -z $train_data && ! -f data/medqa_train.jsonl ]] &&
+  [[ $eval_data == none || -z $eval_data && ! -f data/medqa_dev.jsonl ]]; then
   sample_dir=$(mktemp -d)
   trap 'rm -rf "$sample_dir"' EXIT
   python3 -m med_rlvr_plugin.launcher sample "$sample_dir/sample.jsonl"
-  echo "train_ppo_medqa.sh: data/ is not prepared; the dry run checks the built-in sample instead" >&2
-  [[ -n $train_data || -f data/medqa_train.jsonl ]] || train_data=$sample_dir/sample.jsonl
-  [[ -n $eval_data ]] || eval_data=$sample_dir/sample.jsonl
-  launcher_flags+=(--builtin-sample)
+  train_data=$sample_dir/sample.jsonl missing=data/medqa_train.jsonl
+  [[ -n $eval_data ]] || eval_data=$sample_dir/sample.jsonl missing+=,data/medqa_dev.jsonl
+  launcher_flags+=(--builtin-sample "$missing")
 fi
 train_data=${train_data:-data/medqa_train.jsonl}
 eval_data=${eval_data:-data/medqa_dev.jsonl}
@@ -156,7 +171,7 @@ openrlhf_args=(
 
   --reward.remote_url med_rlvr_plugin/openrlhf_reward.py
   --data.prompt_dataset "$train_data" --data.input_key prompt --data.label_key label
-  --data.max_len 2048 --rollout.max_new_tokens 1024 --rollout.temperature 1.0
+  --rollout.max_new_tokens 1024 --rollout.temperature 1.0
   "${algo_args[@]}"
   --train.batch_size 128 --train.micro_batch_size 4 --rollout.micro_batch_size 8
   --train.max_epochs 1
@@ -168,9 +183,10 @@ openrlhf_args=(
   --logger.logging_steps 1
 )
 # The launcher adds --data.max_samples (whole rollouts), --eval.steps and --ckpt.save_steps from the
-# plan unless the command gives them. Best-checkpoint saving is off: OpenRLHF keeps a full DeepSpeed set
-# and a never-deleted Hugging Face copy per new best, ranked by mean reward; pick checkpoints on the dev
-# split with `python -m med_rlvr_plugin.evaluate` instead.
+# plan unless the command gives them, and --data.max_len above OpenRLHF's 2048 when a prompt would be cut.
+# Best-checkpoint saving is off: OpenRLHF keeps a full DeepSpeed set and a never-deleted Hugging Face copy
+# per new best, ranked by mean reward; pick checkpoints on the dev split with
+# `python -m med_rlvr_plugin.evaluate` instead.
 if [[ $eval_data != none ]]; then
   openrlhf_args+=(--eval.dataset "$eval_data" --eval.temperature 0 --eval.n_samples_per_prompt 1)
 fi

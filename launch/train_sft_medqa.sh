@@ -60,9 +60,8 @@ if ((dry_run)) && [[ -z $train_data && ! -f data/medqa_train_sft.jsonl ]]; then
   sample_dir=$(mktemp -d)
   trap 'rm -rf "$sample_dir"' EXIT
   python3 -m med_rlvr_plugin.launcher sample --sft "$sample_dir/sample_sft.jsonl"
-  echo "train_sft_medqa.sh: data/medqa_train_sft.jsonl is not prepared; the dry run checks the built-in sample" >&2
   train_data=$sample_dir/sample_sft.jsonl
-  launcher_flags+=(--builtin-sample)
+  launcher_flags+=(--builtin-sample data/medqa_train_sft.jsonl)
 fi
 train_data=${train_data:-data/medqa_train_sft.jsonl}
 

@@ -12,6 +12,7 @@ with examples):
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -103,30 +104,37 @@ def stage_timeline(
 ) -> list[Stage]:
     """The stages of a run from its per-step class shares, `(step, {class: share})` in step order.
 
-    1. Smooth: each step's shares become the mean over the `window` steps centred on it (fewer at the
-       ends), so a noisy step does not start a stage.
+    1. Smooth: each step's shares become the mean over the logged steps among the `window` training steps
+       centred on it (fewer at the ends), so a noisy step does not start a stage.
     2. Label each step with its dominant class, the largest smoothed share (ties: the earlier in CLASSES).
-    3. A run of fewer than `min_steps` equally labelled steps takes the label of the run before it (runs
-       at the start, of the first run of at least `min_steps`), so a blip does not start a stage either.
+    3. A run of equally labelled steps spanning fewer than `min_steps` training steps takes the label of
+       the run before it (runs at the start, of the first run of at least `min_steps`), so a blip does not
+       start a stage either.
     4. Name each run: malformed is Format Failure; answer_in_thinking is Direct Answer Hacker;
        reasoning_before_think is Step-by-Step Exploit; verbose and concise are Verbose Formatter and
        Concise Structurer until a hack (either of those two) has led a run, and Reintegrated Reasoning
        after one. Neighbouring runs with the same name join.
 
-    A class missing from a step's shares counts as 0. The stage's shares are the raw (unsmoothed) means.
+    Window and run lengths count training steps, not logged points: with OpenRLHF's `--logger.logging_steps
+    4` a logged step stands for the 4 steps up to it (the first, for as many as the gap after it). A class
+    missing from a step's shares counts as 0. The stage's shares are the raw (unsmoothed) means.
     """
     if window < 1 or min_steps < 1:
         raise ValueError(f"window and min_steps must be at least 1, got {window} and {min_steps}")
     rows = [[float(shares.get(name, 0.0)) for name in CLASSES] for _, shares in series]
+    steps = [step for step, _ in series]
+    spans = [later - earlier for earlier, later in zip(steps, steps[1:], strict=False)]
+    spans = [spans[0] if spans else 1, *spans]
     labels = []
-    for index in range(len(rows)):
-        near = rows[max(0, index - (window - 1) // 2) : index + window // 2 + 1]
+    for step in steps:
+        first, last = step - (window - 1) // 2, step + window // 2
+        near = rows[bisect.bisect_left(steps, first) : bisect.bisect_right(steps, last)]
         smoothed = [sum(column) / len(near) for column in zip(*near, strict=True)]
         labels.append(CLASSES[smoothed.index(max(smoothed))])
     runs = _runs(labels)
-    previous = next((label for label, start, end in runs if end - start >= min_steps), None)
+    previous = next((label for label, start, end in runs if sum(spans[start:end]) >= min_steps), None)
     for label, start, end in runs:
-        if end - start >= min_steps:
+        if sum(spans[start:end]) >= min_steps:
             previous = label
         elif previous:
             labels[start:end] = [previous] * (end - start)
@@ -134,7 +142,6 @@ def stage_timeline(
     for label in labels:
         hacked = hacked or label in HACKS
         names.append(STAGES[5] if hacked and label in ("verbose", "concise") else _STAGE_OF[label])
-    steps = [step for step, _ in series]
     return [
         Stage(
             name,

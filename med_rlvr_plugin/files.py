@@ -124,33 +124,39 @@ def png_bytes(figure, dpi: int) -> bytes:
     return buffer.getvalue()
 
 
-def read_jsonl(path: Path, fix: str, on_cut: Callable[[str], None] | None = None) -> Iterator[tuple[str, object]]:
+def read_jsonl(
+    path: Path,
+    fix: str,
+    on_cut: Callable[[str], None] | None = None,
+    on_bad: Callable[[str, str], None] | None = None,
+) -> Iterator[tuple[str, object]]:
     """(`path:line`, value) for each non-blank line of a JSON-lines file; ToolError naming the file and line,
-    then `fix` (what to do), for a line that is not JSON.
+    then `fix` (what to do), for a line that is not UTF-8 or not JSON.
 
     With `on_cut`, a last line without its newline that is not JSON (its writer stopped mid-line) is passed
-    to it by location and skipped, instead of being an error.
+    to it by location and skipped, instead of being an error. With `on_bad`, any other such line is passed
+    to it with the reason and skipped. Lines are read and decoded one at a time: memory holds one line.
     """
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                reason = f"not UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1})"
+            else:
                 if not line.strip():
                     continue
                 try:
                     value = json.loads(line)
                 except json.JSONDecodeError as error:
-                    if on_cut and not line.endswith("\n"):
-                        on_cut(f"{path}:{number}")
+                    if on_cut and not raw.endswith(b"\n"):
+                        on_cut(where)
                         return
-                    raise ToolError(f"{path}:{number}: not JSON ({error.msg}); {fix}") from None
-                yield f"{path}:{number}", value
-    except UnicodeDecodeError:
-        # Text files decode ahead of the line they hand out; the bytes, read again, tell which line it is.
-        with open(path, "rb") as raw:
-            for number, line in enumerate(raw, 1):
-                try:
-                    line.decode("utf-8")
-                except UnicodeDecodeError as error:
-                    where = f"byte 0x{line[error.start]:02x} at column {error.start + 1}"
-                    raise ToolError(f"{path}:{number}: not UTF-8 ({where}); {fix}") from None
-        raise
+                    reason = f"not JSON ({error.msg})"
+                else:
+                    yield where, value
+                    continue
+            if on_bad is None:
+                raise ToolError(f"{where}: {reason}; {fix}")
+            on_bad(where, reason)

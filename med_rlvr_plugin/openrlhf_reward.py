@@ -24,8 +24,10 @@ logs a reward function's exceptions only at INFO level). Imported as a module (`
 entrypoint merely exports does not reach the rollout actors.
 """
 
+import contextlib
 import errno
 import functools
+import itertools
 import json
 import os
 import random
@@ -100,7 +102,10 @@ def settings() -> tuple[RewardConfig, RolloutSampling]:
 _reported = set()  # messages already printed once in this process (set.add is atomic under the GIL)
 # Rollout sampling: its own generator (OpenRLHF seeds the global one alike in every actor), and this
 # process's file, opened on the first record, written under the lock, closed for good on any OSError.
+# Each line carries the process's count of graded samples: OpenRLHF tells the reward function no step,
+# and a process grades about as many samples each step, which recovers the step (docs/dynamics.md).
 _draw = random.Random()
+_calls = itertools.count(1)  # next() on a count is atomic under the GIL
 _lock = threading.Lock()
 _sink = {"fd": None, "bytes": 0, "stopped": False}
 
@@ -119,6 +124,7 @@ def grade_sample(query: str, prompt: str, label: object) -> Score:
     OpenRLHF logs a reward function's exceptions only at INFO level, and raised.
     """
     config, sampling = settings()
+    call = next(_calls)
     try:
         score = score_sample(query, prompt, label, config)
     except ValueError as error:
@@ -132,8 +138,8 @@ def grade_sample(query: str, prompt: str, label: object) -> Score:
     if sampling.fraction and _draw.random() < sampling.fraction:
         # vars(), not dataclasses.asdict: the fields are flat, and asdict's deep copy costs 30 times more.
         # ASCII JSON encodes any string, even a lone surrogate, so a record can never raise here.
-        record = {"time": time.time(), "host": socket.gethostname(), "pid": os.getpid(), "prompt": prompt,
-                  "label": label, "behaviour": score.behaviour, **vars(score.grade)}  # fmt: skip
+        record = {"time": time.time(), "call": call, "host": socket.gethostname(), "pid": os.getpid(),
+                  "prompt": prompt, "label": label, "behaviour": score.behaviour, **vars(score.grade)}  # fmt: skip
         _append((json.dumps(record, default=str) + "\n").encode(), sampling)
     return score
 
@@ -163,6 +169,10 @@ def _append(line: bytes, sampling: RolloutSampling) -> None:
             _sink["bytes"] += written
         except OSError as error:
             _sink["stopped"] = True
+            if _sink["fd"] is not None:
+                with contextlib.suppress(OSError):  # the stop is already decided; a failing close changes nothing
+                    os.close(_sink["fd"])
+                _sink["fd"] = None
             _report_once(f"med-rlvr: rollout sampling stops in process {os.getpid()} (training goes on): {error}")
 
 

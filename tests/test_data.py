@@ -21,6 +21,7 @@ from med_rlvr_plugin.data import (
     prepare,
     read_rows,
     stated_letter,
+    summary_path,
 )
 from med_rlvr_plugin.defaults import DEV_SIZE
 from med_rlvr_plugin.files import write_together
@@ -277,7 +278,7 @@ def test_skip_invalid_reports_each_row_and_the_count(tmp_path):
     ]
     written = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [row["label"] for row in written] == ["C", "E"]
-    assert json.loads((tmp_path / "out.summary.json").read_text()) == summary
+    assert json.loads((tmp_path / "out.jsonl.summary.json").read_text()) == summary
 
 
 def test_medmcqa_hub_convention_from_a_cop_of_zero(tmp_path):
@@ -431,7 +432,7 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 def test_flags_that_do_not_apply_are_refused(tmp_path):
     source = write_jsonl(tmp_path / "src.jsonl", [MEDQA_4])
     for flags, message in (
-        ({"category": "health"}, "mmlu_pro only"),
+        ({"category": "health"}, "mmlu_pro and mmlu only"),
         ({"cop_base": 1}, "medmcqa only"),
         ({"split": "test"}, "drop --split"),
         ({"limit": 0}, "at least 1"),
@@ -451,7 +452,7 @@ def test_flags_that_do_not_apply_are_refused(tmp_path):
         ("medqa", {"verl": True}, "out.jsonl: the --output name must end in .parquet (verl reads parquet)"),
         ("medqa", {"output": "out.parquet", "verl": True, "sft": True}, "--verl writes verl's RL layout"),
         ("medqa", {"split": "test"}, "--split selects a hub split; with --input the file is the split"),
-        ("medqa", {"category": "health"}, "--category applies to mmlu_pro only, not medqa"),
+        ("medqa", {"category": "health"}, "--category applies to mmlu_pro and mmlu only, not medqa"),
         ("mmlu_pro", {"cop_base": 0}, "--cop-base applies to medmcqa only, not mmlu_pro"),
         ("medqa", {"ids": "ids.json"}, "--ids selects rows by id, and medqa rows have no id field"),
         ("medqa", {"limit": 0}, "--limit must be at least 1, got 0"),
@@ -800,8 +801,8 @@ def test_output_and_summary_are_written_both_or_neither(tmp_path):
     source = write_jsonl(tmp_path / "src.jsonl", [MEDQA_4])
     output = tmp_path / "out.jsonl"
     output.write_text("old\n")
-    (tmp_path / "out.summary.json").mkdir()  # the summary cannot be written where a folder stands
-    with pytest.raises(ToolError, match="out.summary.json"):
+    (tmp_path / "out.jsonl.summary.json").mkdir()  # the summary cannot be written where a folder stands
+    with pytest.raises(ToolError, match="out.jsonl.summary.json"):
         prepare("medqa", output, input_path=source, overwrite=True)
     assert output.read_text() == "old\n"
     # The writer itself: a second file that cannot be put in place puts the first one back.
@@ -829,7 +830,7 @@ def test_identical_option_texts_are_reported(tmp_path):
 def test_stale_temporaries_of_the_same_output_are_removed(tmp_path):
     dead = subprocess.Popen(["true"])  # only its process id matters: it no longer runs
     dead.wait()
-    stale = [tmp_path / f".out.jsonl.{dead.pid}.tmp", tmp_path / f".out.summary.json.{dead.pid}.bak.tmp"]
+    stale = [tmp_path / f".out.jsonl.{dead.pid}.tmp", tmp_path / f".out.jsonl.summary.json.{dead.pid}.bak.tmp"]
     alive = tmp_path / f".out.jsonl.{os.getppid()}.tmp"  # a running process's: left alone
     other = tmp_path / f".other.jsonl.{dead.pid}.tmp"  # another output's: left alone
     for path in [*stale, alive, other]:
@@ -846,10 +847,44 @@ def test_hub_without_network_fails_at_once_without_retries(tmp_path):
         port = probe.getsockname()[1]
     env = {key: value for key, value in os.environ.items() if not key.startswith("HF_")}
     env |= {"HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(REPO)}
-    command = [sys.executable, str(REPO / "data_prep" / "prepare.py"), "medqa", "--output", str(tmp_path / "o.jsonl")]
+    output = tmp_path / "data" / "medqa" / "o.jsonl"  # folders the run creates, and must remove when it fails
+    command = [sys.executable, str(REPO / "data_prep" / "prepare.py"), "medqa", "--output", str(output)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert done.returncode == 1 and "cannot reach the Hugging Face hub" in done.stderr, done.stderr
     assert "Retrying" not in done.stderr and "HF_HUB_OFFLINE=1" in done.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_failed_run_removes_the_folders_it_created_and_only_those(tmp_path):
+    source = write_jsonl(tmp_path / "src.jsonl", [{**MEDQA_4, "question": ""}])
+    (tmp_path / "data").mkdir()
+    with pytest.raises(DataError, match="field 'question'"):
+        prepare(
+            "medqa", tmp_path / "data/new/deeper/out.jsonl", input_path=source, dev_output=tmp_path / "dev/d.jsonl"
+        )
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "src.jsonl"]
+    assert not any((tmp_path / "data").iterdir())  # the folder that was there stays, emptied of what the run made
+
+
+def test_jsonl_and_parquet_of_one_stem_each_keep_their_own_summary(tmp_path):
+    """docs/reuse.md's verl files beside docs/data.md's: no "already there", and the launcher's test-set
+    check still reads the .jsonl file's own summary, not the parquet's."""
+    from med_rlvr_plugin.launcher.checks import LaunchError, check_not_test_sets
+
+    split_test = write_jsonl(tmp_path / "split_test.jsonl", [MEDQA_4])
+    split_train = write_jsonl(tmp_path / "split_train.jsonl", [MEDQA_4])
+    prepare("medqa", tmp_path / "health.jsonl", input_path=split_test)
+    prepare("medqa", tmp_path / "health.parquet", input_path=split_train, verl=True)
+    summaries = {
+        suffix: json.loads(summary_path(tmp_path / f"health{suffix}").read_text()) for suffix in (".jsonl", ".parquet")
+    }
+    assert {suffix: summary["input"] for suffix, summary in summaries.items()} == {
+        ".jsonl": str(split_test),
+        ".parquet": str(split_train),
+    }
+    assert summaries[".parquet"]["layout"] == "verl" and summaries[".jsonl"]["layout"] == "openrlhf"
+    with pytest.raises(LaunchError, match="health.jsonl is a test set"):
+        check_not_test_sets(str(tmp_path / "health.jsonl"))
 
 
 # Issue 7: a dev split carved from train, for checkpoint selection without the test set.
@@ -875,7 +910,7 @@ def test_dev_split_is_seeded_and_disjoint_from_train_and_excluded_files(tmp_path
     assert dev_q == sorted(dev_q, key=lambda q: int(q.split()[1][:-1]))  # source order
     assert (summary["rows_excluded"], summary["rows_moved_to_dev"], summary["rows_written"]) == (3, 5, 22)
     assert (summary["dev_output"], summary["dev_seed"]) == (str(dev), 0)
-    dev_summary = json.loads((tmp_path / "dev.summary.json").read_text())
+    dev_summary = json.loads((tmp_path / "dev.jsonl.summary.json").read_text())
     assert (dev_summary["rows_written"], dev_summary["dev_seed"], dev_summary["train_output"]) == (5, 0, str(train))
     assert dev_summary["disjoint_from"] == [str(train), str(test_file)]
     # The same seed gives the same dev file; another seed another one.
@@ -934,8 +969,8 @@ def test_dev_split_refusals_and_both_or_neither(tmp_path):
         prepare("medqa", tmp_path / "train.jsonl", input_path=source, dev_output=tmp_path / "dev.jsonl", dev_size=0)
     (tmp_path / "train.jsonl").write_text("old train\n")
     (tmp_path / "dev.jsonl").write_text("old dev\n")
-    (tmp_path / "dev.summary.json").mkdir()
-    with pytest.raises(ToolError, match="dev.summary.json"):
+    (tmp_path / "dev.jsonl.summary.json").mkdir()
+    with pytest.raises(ToolError, match="dev.jsonl.summary.json"):
         prepare(
             "medqa",
             tmp_path / "train.jsonl",
@@ -947,7 +982,7 @@ def test_dev_split_refusals_and_both_or_neither(tmp_path):
     assert (tmp_path / "train.jsonl").read_text() == "old train\n" and (
         tmp_path / "dev.jsonl"
     ).read_text() == "old dev\n"
-    assert not (tmp_path / "train.summary.json").exists()
+    assert not (tmp_path / "train.jsonl.summary.json").exists()
 
 
 @pytest.mark.integration
@@ -969,5 +1004,36 @@ def test_dev_split_command_line(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "rows_moved_to_dev: 6" in done.stdout and f"dev: {dev} (6 rows, seed 4)" in done.stdout
-    assert json.loads((tmp_path / "medqa_dev.summary.json").read_text())["dev_seed"] == 4
+    assert json.loads((tmp_path / "medqa_dev.jsonl.summary.json").read_text())["dev_seed"] == 4
     assert run_cli("medqa", "--output", str(train), "--dev-size", "3").returncode == 2  # --dev-size needs --dev-output
+
+
+@pytest.mark.integration
+def test_docs_offline_route_runs_as_written(tmp_path):
+    """docs/data.md's offline block, run by bash on files in the published formats at the published paths."""
+    text = (REPO / "docs" / "data.md").read_text()
+    block = text[text.index("## Where the raw files are published") :].split("```bash\n", 1)[1].split("```", 1)[0]
+    medqa = tmp_path / "raw/data_clean/questions/US/4_options"
+    medqa.mkdir(parents=True)
+    test_rows = numbered_medqa(3, "Test question")
+    write_jsonl(medqa / "phrases_no_exclude_test.jsonl", test_rows)
+    write_jsonl(medqa / "phrases_no_exclude_train.jsonl", numbered_medqa(DEV_SIZE + 20, "Train question") + test_rows)
+    health = [{**MMLU_PRO_7, "question_id": index, "category": "health"} for index in range(4)]
+    datasets.Dataset.from_list([*health, MMLU_PRO_LAW]).to_parquet(str(tmp_path / "raw/test-00000-of-00001.parquet"))
+    (tmp_path / "data_prep").symlink_to(REPO / "data_prep")
+    env = os.environ | {
+        "PYTHONPATH": str(REPO),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = {path.name: len(path.read_text().splitlines()) for path in (tmp_path / "data").glob("*.jsonl")}
+    assert counts == {
+        "medqa_test.jsonl": 3,
+        "medqa_dev.jsonl": DEV_SIZE,
+        "medqa_train.jsonl": 20,
+        "medqa_train_sft.jsonl": 20,
+        "mmlu_pro_health.jsonl": 4,
+    }

@@ -486,7 +486,7 @@ def test_without_tensorboard_samples_are_binned_by_time(tmp_path):
         ("Direct Answer Hacker", 5, 6),
     ]
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "rollouts-h-1.jsonl: the last line is cut off and was skipped" in report
+    assert "rollouts-h-1.jsonl:121: the last line is cut off and was skipped" in report
 
 
 def test_a_resumed_run_keeps_each_sample_at_its_step_and_each_step_at_its_later_value(tmp_path):
@@ -517,15 +517,16 @@ def test_a_resumed_run_keeps_each_sample_at_its_step_and_each_step_at_its_later_
         (4, 1.0),
         (5, 1.0),
         (6, 1.0),
+        (7, 1.0),  # after the last log, from its rollout sample
     ]
     # The samples of the first attempt's steps 3 and 4, the resumed step 4, and the unlogged step 7.
     assert timeline["rollout_samples_per_x"] == {"3": 1, "4": 2, "7": 1}
 
 
-def test_bad_input_is_refused_with_file_and_line(tmp_path, capsys):
+def test_bad_input_is_refused_with_file_and_line_under_strict(tmp_path, capsys):
     rows = [grade_record(" <think>x</think><answer>B</answer>", 1.0)] * 3
     write_lines(tmp_path / "run" / "rollouts" / "rollouts-h-1.jsonl", [rows[0], {"time": 2}, rows[1]])
-    assert analyze_main([str(tmp_path / "run"), "--output", str(tmp_path / "out")]) == 1
+    assert analyze_main([str(tmp_path / "run"), "--output", str(tmp_path / "out"), "--strict"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("med-rlvr analyze: error: ")
     assert "rollouts-h-1.jsonl:2: not a rollout sample (KeyError: 'reward')" in err
@@ -603,7 +604,7 @@ def test_lm_eval_sample_logs_are_classed_per_checkpoint(tmp_path):
     assert_plot(tmp_path / "out" / "eval.png")
     write_lines(evals / "model" / "samples_medqa_2026-12-01T12-00-00.000001.jsonl", [{"doc": {}}])
     with pytest.raises(ToolError, match=r"samples_medqa_2026-12-01T12-00-00.000001.jsonl:1: not a graded lm-eval"):
-        analyze(tmp_path / "run", tmp_path / "out")
+        analyze(tmp_path / "run", tmp_path / "out", strict=True)
 
 
 # ---------------------------------------------------------------- launch

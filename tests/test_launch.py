@@ -17,10 +17,13 @@ from pathlib import Path
 import pytest
 
 from med_rlvr_plugin import launcher
+from med_rlvr_plugin.launcher import LaunchError
 from med_rlvr_plugin.launcher.manifest import plugin_files_sha256, write_manifest
 from med_rlvr_plugin.launcher.openrlhf_cli import openrlhf_ray_env, parse_openrlhf_args
 from med_rlvr_plugin.launcher.plan import check_batch_sizes, model_parameters, ppo_plan, trained_models
+from med_rlvr_plugin.launcher.ray_job import ray_init_env
 from med_rlvr_plugin.verifier import parse_options
+from tests.real_data import MEDQA_TEST, real_file
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted((REPO / "launch").glob("*.sh"))
@@ -180,21 +183,104 @@ def test_ppo_dry_run_passes_openrlhf_checks(case: str, data_dir: Path) -> None:
     assert not output_dir.exists(), "a dry run writes nothing"
 
 
+def checkout_copy(folder: Path) -> Path:
+    """A checkout without data/: the package and the launch scripts."""
+    shutil.copytree(REPO / "med_rlvr_plugin", folder / "med_rlvr_plugin", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "launch", folder / "launch")
+    return folder
+
+
 @pytest.mark.integration
 def test_dry_run_without_data_uses_the_builtin_sample(tmp_path: Path) -> None:
-    """The README's main command, run from a folder without data/: the built-in sample stands in."""
-    checkout = tmp_path / "checkout"
-    shutil.copytree(
-        REPO / "med_rlvr_plugin", checkout / "med_rlvr_plugin", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    shutil.copytree(REPO / "launch", checkout / "launch")
+    """The README's main command, run from a folder without data/: the built-in sample stands in, and the
+    first and the last line say so."""
+    checkout = checkout_copy(tmp_path / "checkout")
     result = run_script("train_ppo_medqa.sh", "--dry-run", cwd=checkout)
     assert result.returncode == 0, result.stderr + result.stdout
-    assert "built-in sample" in result.stderr
+    lines = result.stdout.splitlines()
+    missing = "data/medqa_train.jsonl,data/medqa_dev.jsonl not found"
+    assert lines[0] == f"med-rlvr: dry run on the built-in sample: {missing}; none of your data checked"
+    assert lines[-1] == (
+        f"med-rlvr: dry run: every check passed for the built-in sample, not your data ({missing}); "
+        "nothing was started or written"
+    )
     assert f"{len(launcher.SAMPLE_QUESTIONS)} prompts" in result.stdout
+    # No tokenizer of the hub model on this machine: the prompt lengths are not checked, and it says so.
+    assert (
+        "med-rlvr: prompt lengths not checked: Qwen/Qwen2.5-3B's tokenizer is not in a local folder" in result.stdout
+    )
     argv = printed_command(result.stdout)
     assert flag_value(argv, "--actor.model_name_or_path") == "Qwen/Qwen2.5-3B"
     assert flag_value(argv, "--vllm.num_engines") == "8"
+    sft = run_script("train_sft_medqa.sh", "--dry-run", cwd=checkout)
+    assert sft.returncode == 0, sft.stderr + sft.stdout
+    assert sft.stdout.splitlines()[0].startswith(
+        "med-rlvr: dry run on the built-in sample: data/medqa_train_sft.jsonl"
+    )
+    assert "for the built-in sample, not your data" in sft.stdout.splitlines()[-1]
+
+
+@pytest.mark.integration
+def test_once_a_data_file_exists_the_dry_run_checks_the_runs_own_files(tmp_path: Path) -> None:
+    """Only the training file prepared: the dry run stops as the run would, on the missing dev file; with
+    both, it plans for their real sizes and its last line names them."""
+    checkout = checkout_copy(tmp_path / "checkout")
+    (checkout / "data").mkdir()
+    write_rows(checkout / "data" / "medqa_train.jsonl", (launcher.sample_rows() * 129)[:772])
+    alone = run_script("train_ppo_medqa.sh", "--dry-run", cwd=checkout)
+    assert alone.returncode == 1 and "data file data/medqa_dev.jsonl not found" in alone.stderr, alone.stderr
+    assert "built-in sample" not in alone.stdout
+    write_rows(checkout / "data" / "medqa_dev.jsonl", launcher.sample_rows())
+    both = run_script("train_ppo_medqa.sh", "--dry-run", cwd=checkout)
+    assert both.returncode == 0, both.stderr + both.stdout
+    assert "built-in sample" not in both.stdout
+    assert flag_value(printed_command(both.stdout), "--data.max_samples") == "768"  # 3 rollouts of 256
+    assert "eval_builtin_sample_pass1 (6 prompts)" in both.stdout
+    assert both.stdout.splitlines()[-1] == (
+        "med-rlvr: dry run: every check passed for data/medqa_train.jsonl, data/medqa_dev.jsonl; "
+        "nothing was started or written"
+    )
+
+
+@pytest.mark.integration
+def test_a_reward_variable_in_the_environment_is_the_default_and_a_contradicting_flag_is_refused(
+    data_dir: Path,
+) -> None:
+    """Ray gives every actor the job's MED_RLVR_* values (--runtime-env-json), whatever the driver passes."""
+    base = ["--dry-run", "--train-data", str(data_dir / "train.jsonl"), "--eval-data", "none"]
+    penalized = {"MED_RLVR_REWARD_SCHEME": "penalized"}
+    contradiction = run_script("train_ppo_medqa.sh", *base, "--reward-scheme", "neutral", env=penalized)
+    assert contradiction.returncode == 2
+    assert contradiction.stderr == (
+        "med-rlvr train_ppo_medqa.sh: error: --reward-scheme neutral contradicts MED_RLVR_REWARD_SCHEME=penalized "
+        "in the job's environment (--runtime-env-json, export): set one\n"
+    )
+    agreed = run_script("train_ppo_medqa.sh", *base, "--reward-scheme", "penalized", env=penalized)
+    default = run_script("train_ppo_medqa.sh", *base, env=penalized)
+    for result in (agreed, default):
+        assert result.returncode == 0, result.stderr
+        assert "'MED_RLVR_REWARD_SCHEME': 'penalized'" in result.stdout and "'wrong': -1.0" in result.stdout
+
+
+@pytest.mark.integration
+def test_prompts_over_the_prompt_limit_raise_it_or_stop_the_run(tiny_qwen2: Path, tmp_path: Path) -> None:
+    """MedQA's test split through prepare.py, counted with Qwen2.5's tokenizer (the tiny model's): OpenRLHF
+    keeps a prompt's last --data.max_len - --rollout.max_new_tokens = 1,024 tokens, and 2 prompts have more."""
+    medqa = tmp_path / "medqa_test.jsonl"
+    prepare = [sys.executable, str(REPO / "data_prep" / "prepare.py"), "medqa", "--output", str(medqa)]
+    subprocess.run([*prepare, "--input", str(real_file(MEDQA_TEST))], check=True, capture_output=True, timeout=300)
+    base = ["--dry-run", "--model", str(tiny_qwen2), "--train-data", str(medqa), "--eval-data", "none"]
+    raised = run_script("train_ppo_medqa.sh", *base)
+    assert raised.returncode == 0, raised.stderr
+    assert flag_value(printed_command(raised.stdout), "--data.max_len") == "2059"
+    counted = "2 of 1,273 prompts have more than 1,024 tokens (--data.max_len 2048 - --rollout.max_new_tokens 1024; "
+    assert f"med-rlvr: --data.max_len 2059: {counted}the longest 1,035)" in raised.stdout
+    fixed = run_script("train_ppo_medqa.sh", *base, "--", "--data.max_len", "2048")
+    assert fixed.returncode == 1
+    assert f"{counted}the longest 1,035), and OpenRLHF would cut them from the left" in fixed.stderr
+    assert "raise --data.max_len to 2059 or leave it to the launcher" in fixed.stderr
+    short = run_script("train_ppo_medqa.sh", *base, "--", "--data.max_len", "2059")
+    assert short.returncode == 0 and "prompt lengths: the longest of 1,273 has 1,035 tokens of 1,035" in short.stdout
 
 
 @pytest.mark.integration
@@ -462,6 +548,31 @@ def test_openrlhf_ray_env_is_what_openrlhf_would_set(monkeypatch: pytest.MonkeyP
     assert set(env) == {"TOKENIZERS_PARALLELISM", "NCCL_DEBUG", "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS"}
     assert all(f'"{name}"' in source for name in env)
     assert env["NCCL_DEBUG"] == "INFO"
+
+
+def test_ray_init_env_leaves_out_what_the_jobs_runtime_env_sets(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Ray's own merge (`_merge_runtime_env`, as `ray.init` calls it in a job's driver) refuses the driver's
+    env vars as they were, accepts what the launcher passes, and gives every actor the job's values."""
+    from ray.runtime_env.runtime_env import _merge_runtime_env
+
+    job_env = {"WANDB_API_KEY": "secret-key", "NCCL_DEBUG": "INFO", "MED_RLVR_REWARD_SCHEME": "penalized"}
+    job = {"runtime_env": {"env_vars": job_env, "working_dir": "gcs://_ray_pkg_0.zip"}}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
+    wanted = {**job_env, "TOKENIZERS_PARALLELISM": "true", "MED_RLVR_FORMAT": "strict"}
+    assert _merge_runtime_env(job["runtime_env"], {"env_vars": wanted}) is None  # today's ValueError in ray.init
+    passed = ray_init_env(wanted)
+    assert passed == {"TOKENIZERS_PARALLELISM": "true", "MED_RLVR_FORMAT": "strict"}
+    assert _merge_runtime_env(job["runtime_env"], {"env_vars": passed})["env_vars"] == wanted
+    assert "job's runtime env's MED_RLVR_REWARD_SCHEME, NCCL_DEBUG, WANDB_API_KEY" in capsys.readouterr().out
+    with pytest.raises(LaunchError, match="sets MED_RLVR_REWARD_SCHEME='penalized', this driver 'neutral'"):
+        ray_init_env({"MED_RLVR_REWARD_SCHEME": "neutral"})
+    with pytest.raises(LaunchError, match="sets WANDB_API_KEY, and Ray would give every actor") as error:
+        ray_init_env({"WANDB_API_KEY": "another-key"})
+    assert "secret-key" not in str(error.value) and "another-key" not in str(error.value)
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")  # not a job (ray.init on a cluster by hand): all of it
+    assert ray_init_env(wanted) == wanted
 
 
 @pytest.mark.integration

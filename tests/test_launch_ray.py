@@ -18,15 +18,19 @@ from types import SimpleNamespace
 import pytest
 
 from med_rlvr_plugin import launcher
+from med_rlvr_plugin.launcher import LaunchError
+from med_rlvr_plugin.launcher.openrlhf_cli import parse_openrlhf_args
+from med_rlvr_plugin.launcher.ray_job import check_cluster
 from tests.conftest import clean_env, ray_cli
 
 pytestmark = pytest.mark.ray
 
 REPO = Path(__file__).resolve().parent.parent
-# What the PPO job's flags set, written out independently of the script.
+OPENRLHF_ENV = ("NCCL_DEBUG", "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS", "TOKENIZERS_PARALLELISM")
+# What the PPO job's flags set, written out independently of the script. The reward scheme comes from the
+# job's runtime env instead, with the variables OpenRLHF sets and a wandb key: Ray refuses a ray.init that
+# sets any of them again, and every actor must get the job's values.
 REWARD_FLAGS = [
-    "--reward-scheme",
-    "penalized",
     "--format",
     "strict",
     "--leak-penalty",
@@ -50,6 +54,13 @@ TINY_RUN = [
     "--train.micro_batch_size",
     "1",
 ]
+JOB_ENV = {
+    "WANDB_API_KEY": "med-rlvr-test-key",
+    "NCCL_DEBUG": "INFO",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1",
+    "MED_RLVR_REWARD_SCHEME": "penalized",
+}
 EXPECTED_ENV = {
     "MED_RLVR_FORMAT": "strict",
     "MED_RLVR_LEAK_PENALTY": "0.25",
@@ -69,6 +80,21 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def submit_ppo(
+    address: str, submission_id: str, *script_args: str, job_env: dict | None = None, timeout: int = 600
+) -> tuple[subprocess.CompletedProcess, str]:
+    """`ray job submit [--runtime-env-json] -- bash launch/train_ppo_medqa.sh ARGS` from the repository, run
+    to its end: (the submit command's result, the job's log)."""
+    runtime_env = ["--runtime-env-json", json.dumps({"env_vars": job_env})] if job_env else []
+    submit = ray_cli(
+        *("job", "submit", "--address", address, "--working-dir", ".", "--submission-id", submission_id),
+        *runtime_env,
+        *("--", "bash", "launch/train_ppo_medqa.sh", *script_args),
+        timeout=timeout,
+    )
+    return submit, ray_cli("job", "logs", "--address", address, submission_id).stdout
+
+
 @pytest.fixture(scope="module")
 def ppo_job(ray_cluster: str, tiny_qwen2: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """`ray job submit -- bash launch/train_ppo_medqa.sh` with non-default reward flags, run to its end."""
@@ -76,34 +102,15 @@ def ppo_job(ray_cluster: str, tiny_qwen2: Path, tmp_path_factory: pytest.TempPat
     rows = launcher.sample_rows()
     train, evaluation = write_rows(folder / "train.jsonl", rows), write_rows(folder / "eval.jsonl", rows[:2])
     started = time.monotonic()
-    submit = ray_cli(
-        "job",
-        "submit",
-        "--address",
+    submit, logs = submit_ppo(
         ray_cluster,
-        "--working-dir",
-        ".",
-        "--submission-id",
         "medrlvr-e2e",
-        "--",
-        "bash",
-        "launch/train_ppo_medqa.sh",
-        "--model",
-        str(tiny_qwen2),
-        "--train-data",
-        str(train),
-        "--eval-data",
-        str(evaluation),
-        "--nodes",
-        "1",
-        "--gpus-per-node",
-        "1",
-        "--output-dir",
-        str(folder / "run"),
+        *("--model", str(tiny_qwen2), "--train-data", str(train), "--eval-data", str(evaluation)),
+        *("--nodes", "1", "--gpus-per-node", "1", "--output-dir", str(folder / "run")),
         *REWARD_FLAGS,
         *TINY_RUN,
+        job_env=JOB_ENV,
     )
-    logs = ray_cli("job", "logs", "--address", ray_cluster, "medrlvr-e2e").stdout
     print(f"PPO job: {time.monotonic() - started:.0f} s")
     return SimpleNamespace(
         returncode=submit.returncode, logs=logs, run=folder / "run", train=train, train_rows=len(rows)
@@ -125,6 +132,21 @@ def test_ppo_job_reaches_deepspeed_cuda_setup(ppo_job: SimpleNamespace) -> None:
     assert "in setup_distributed" in logs and "torch.cuda.set_device(local_rank)" in logs
     assert ppo_job.returncode != 0  # and nothing else stopped it earlier:
     assert "Failed to fetch reward" not in logs and "med-rlvr launch: error" not in logs
+    # Ray's placement: a CPU for each GPU bundle and one for OpenRLHF's PPOTrainer actor (which got it).
+    assert re.search(r"^med-rlvr: cluster: 1 GPUs of 1 \(\S+ 1 GPUs\), 2 CPUs of 2$", logs, re.M)
+
+
+def test_the_jobs_runtime_env_reaches_every_actor_and_the_key_nowhere(ppo_job: SimpleNamespace) -> None:
+    """`ray job submit --runtime-env-json`: the launcher's ray.init leaves these keys to the job, whose values
+    every actor gets (the probe prints what it saw), and the wandb key is in no log and no manifest."""
+    names = ", ".join(sorted(JOB_ENV))
+    assert f"med-rlvr: every actor gets the job's runtime env's {names} (the driver's are the same)" in ppo_job.logs
+    seen = ast.literal_eval(re.search(r"\(Probe pid=\d+\)\S* med-rlvr reward probe: env (\{.*?\})", ppo_job.logs)[1])
+    assert {name: seen[name] for name in ("NCCL_DEBUG", "TOKENIZERS_PARALLELISM")} == {
+        "NCCL_DEBUG": "INFO",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    assert JOB_ENV["WANDB_API_KEY"] not in ppo_job.logs + (ppo_job.run / "manifest.json").read_text()
 
 
 def test_reward_flags_reach_an_actor_of_the_job(ppo_job: SimpleNamespace) -> None:
@@ -133,7 +155,7 @@ def test_reward_flags_reach_an_actor_of_the_job(ppo_job: SimpleNamespace) -> Non
         r"\(Probe pid=\d+\)\S* med-rlvr reward probe: env (\{.*?\}), rewards (\{.*?\})$", ppo_job.logs, re.M
     )
     assert match, ppo_job.logs[-3000:]
-    assert ast.literal_eval(match[1]) == EXPECTED_ENV
+    assert ast.literal_eval(match[1]) == EXPECTED_ENV | {name: JOB_ENV[name] for name in OPENRLHF_ENV}
     # penalized: a well-formed wrong answer earns -1 (neutral would give 0)
     assert ast.literal_eval(match[2]) == {"correct": 1.0, "wrong": -1.0, "malformed": -1.0}
     assert f"med-rlvr: the reward configuration and {ppo_job.run} reached each of 1 node(s)" in ppo_job.logs
@@ -172,32 +194,13 @@ def test_a_cluster_smaller_than_the_flags_stops_the_job_before_it_claims_the_fol
 ) -> None:
     """OpenRLHF would wait forever for a placement group of 2 GPUs on this 1-GPU cluster."""
     train = write_rows(tmp_path / "train.jsonl", launcher.sample_rows())
-    submit = ray_cli(
-        "job",
-        "submit",
-        "--address",
+    submit, logs = submit_ppo(
         ray_cluster,
-        "--working-dir",
-        ".",
-        "--submission-id",
         "medrlvr-too-big",
-        "--",
-        "bash",
-        "launch/train_ppo_medqa.sh",
-        "--model",
-        str(tiny_qwen2),
-        "--train-data",
-        str(train),
-        "--eval-data",
-        "none",
-        "--gpus-per-node",
-        "2",
-        "--output-dir",
-        str(tmp_path / "run"),
-        *TINY_RUN,
+        *("--model", str(tiny_qwen2), "--train-data", str(train), "--eval-data", "none", "--gpus-per-node", "2"),
+        *("--output-dir", str(tmp_path / "run"), *TINY_RUN),
         timeout=300,
     )
-    logs = ray_cli("job", "logs", "--address", ray_cluster, "medrlvr-too-big").stdout
     assert submit.returncode != 0
     assert "the run places 2 GPUs (--nodes x --gpus-per-node, one bundle each) and the Ray cluster has 1" in logs, (
         logs[-3000:]
@@ -251,3 +254,35 @@ def test_ablation_submits_one_job_per_variant(ray_cluster: str, tiny_qwen2: Path
         "job", "submit", "--address", ray_cluster, "--submission-id", "abl-neutral", "--no-wait", "--", "true"
     )
     assert again.returncode != 0  # a run name is a submission id: Ray refuses to reuse it
+
+
+def test_a_flag_that_contradicts_the_jobs_runtime_env_stops_the_job(ray_cluster: str, tmp_path: Path) -> None:
+    """Ray would give every actor the job's MED_RLVR_REWARD_SCHEME, not the flag's: the script refuses."""
+    submit, logs = submit_ppo(
+        ray_cluster,
+        "medrlvr-contradiction",
+        *("--reward-scheme", "neutral", "--output-dir", str(tmp_path / "run")),
+        job_env={"MED_RLVR_REWARD_SCHEME": "penalized"},
+        timeout=300,
+    )
+    assert submit.returncode != 0
+    assert "--reward-scheme neutral contradicts MED_RLVR_REWARD_SCHEME=penalized in the job's environment" in logs
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_cluster_with_a_cpu_per_gpu_only_is_refused() -> None:
+    """OpenRLHF's bundles take one CPU per GPU and its PPOTrainer actor needs one more to be placed."""
+    import ray
+
+    args = parse_openrlhf_args(
+        launcher.PPO_MODULE,
+        ["--actor.model_name_or_path", "m", "--actor.num_gpus_per_node", "1", "--ref.num_gpus_per_node", "1"]
+        + ["--train.colocate_all", "--reward.remote_url", "r.py", "--data.prompt_dataset", "d.jsonl"],
+    )
+    ray.init(address="local", num_cpus=1, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        nodes = ray.nodes()
+        with pytest.raises(LaunchError, match=r"places 2 CPUs \(one per GPU bundle and one for OpenRLHF's PPOTrainer"):
+            check_cluster(args, nodes)
+    finally:
+        ray.shutdown()

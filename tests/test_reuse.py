@@ -17,7 +17,7 @@ import pyarrow.parquet
 import pytest
 import torch
 
-from med_rlvr_plugin.data import DataError, prepare
+from med_rlvr_plugin.data import DataError, prepare, summary_path
 from med_rlvr_plugin.launcher import SAMPLE_QUESTIONS
 from med_rlvr_plugin.openrlhf_reward import reward_func
 from med_rlvr_plugin.prompts import render_chat_prompt
@@ -53,7 +53,7 @@ def test_prepare_verl_writes_verls_rl_layout(tmp_path):
         assert row["reward_model"] == {"style": "rule", "ground_truth": source["answer_idx"]}
         assert row["extra_info"]["index"] == index and row["extra_info"]["question"] == source["question"]
         assert row["extra_info"]["prompt"] == messages[0]["content"]  # what the grader reads the options from
-    summary = json.loads(path.with_suffix(".summary.json").read_text())
+    summary = json.loads(summary_path(path).read_text())
     assert summary["layout"] == "verl" and summary["prompt_format"] == "chat" and summary["rows_written"] == 6
 
 

@@ -8,6 +8,7 @@ a function of its own below, in the order `prepare` runs them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -84,7 +85,8 @@ class PrepareOptions:
         if self.input_path is not None and self.split is not None:
             raise DataError("--split selects a hub split; with --input the file is the split, so drop --split")
         if self.category is not None and source.category is None:
-            raise DataError(f"--category applies to mmlu_pro only, not {self.dataset}")
+            having = " and ".join(name for name, other in SOURCES.items() if other.category)
+            raise DataError(f"--category applies to {having} only, not {self.dataset}")
         if self.cop_base is not None and self.dataset != "medmcqa":
             raise DataError(f"--cop-base applies to medmcqa only, not {self.dataset}")
         if self.ids is not None and source.id is None:
@@ -96,8 +98,10 @@ class PrepareOptions:
 
 
 def summary_path(output: str | os.PathLike) -> Path:
-    """Where `prepare` writes the summary of `output`: beside it, `NAME.summary.json`."""
-    return Path(output).with_suffix(".summary.json")
+    """Where `prepare` writes the summary of `output`: beside it, its whole name then `.summary.json`
+    (`medqa_dev.jsonl.summary.json`), so a .jsonl and a .parquet of the same stem each have their own."""
+    output = Path(output)
+    return output.with_name(f"{output.name}.summary.json")
 
 
 def prepare(dataset: str, output: str | os.PathLike, **options: Any) -> dict:
@@ -111,29 +115,39 @@ def prepare(dataset: str, output: str | os.PathLike, **options: Any) -> dict:
     order) with every copy of them, then --shuffle and --limit apply to what is left for `output`.
     """
     options = PrepareOptions(dataset, output, **options)
-    stale = check_outputs(options)
-    rows, source, expected_answers, summary = read_and_select(options)
-    formatted, skipped = format_rows(rows, source, options)
-    summary |= {
-        "rows_skipped": len(skipped),
-        "skipped_by_field": dict(Counter(row["field"] for row in skipped).most_common()),
-        "skipped": skipped,
-    }
-    duplicates = find_duplicates(formatted)
-    if expected_answers:
-        check_expected_answers(formatted, expected_answers, options.ids)
-    kept, excluded = exclude_questions(formatted, options.exclude)
-    del formatted  # its locations are not needed again: freed before the output is encoded
-    summary |= excluded | duplicates
-    kept, dev, dev_report = carve_dev(kept, options)
-    summary |= dev_report
-    kept, cut = shuffle_and_limit(kept, options)
-    if not kept:
-        raise no_rows_left(summary)
-    summary |= {"shuffle_seed": options.shuffle_seed, "rows_cut_by_limit": cut, **distributions(kept)}
-    summary["stale_temporaries_removed"] = stale
-    write_together(output_files(options, summary, kept, dev))
-    return summary
+    # check_outputs creates the output folders, to find an unwritable one before the work; a run that then
+    # fails (no network, a bad row) removes those it created, deepest first, so it leaves nothing behind.
+    targets = [path for path in (options.output, options.dev_output) if path is not None]
+    new_folders = sorted({folder for path in targets for folder in path.absolute().parents if not folder.exists()})
+    try:
+        stale = check_outputs(options)
+        rows, source, expected_answers, summary = read_and_select(options)
+        formatted, skipped = format_rows(rows, source, options)
+        summary |= {
+            "rows_skipped": len(skipped),
+            "skipped_by_field": dict(Counter(row["field"] for row in skipped).most_common()),
+            "skipped": skipped,
+        }
+        duplicates = find_duplicates(formatted)
+        if expected_answers:
+            check_expected_answers(formatted, expected_answers, options.ids)
+        kept, excluded = exclude_questions(formatted, options.exclude)
+        del formatted  # its locations are not needed again: freed before the output is encoded
+        summary |= excluded | duplicates
+        kept, dev, dev_report = carve_dev(kept, options)
+        summary |= dev_report
+        kept, cut = shuffle_and_limit(kept, options)
+        if not kept:
+            raise no_rows_left(summary)
+        summary |= {"shuffle_seed": options.shuffle_seed, "rows_cut_by_limit": cut, **distributions(kept)}
+        summary["stale_temporaries_removed"] = stale
+        write_together(output_files(options, summary, kept, dev))
+        return summary
+    except BaseException:
+        for folder in reversed(new_folders):
+            with contextlib.suppress(OSError):  # not empty: something else was written there meanwhile
+                folder.rmdir()
+        raise
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -1,4 +1,4 @@
-"""Strict readers of the inputs: dataset rows (hub, JSON, JSON lines, gzip, parquet), --exclude and --ids files.
+"""Strict readers of the inputs: dataset rows (hub, JSON, JSON lines, gzip, parquet, CSV), --exclude and --ids files.
 
 Nothing is silently wrong: an encoding, a layout or a repeated JSON key the reader cannot take exactly
 stops the run with the file, the line and what to do.
@@ -7,12 +7,14 @@ stops the run with the file, the line and what to do.
 from __future__ import annotations
 
 import codecs
+import csv
 import gzip
 import io
 import json
 import json.decoder
 import json.scanner
 import os
+import re
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -208,6 +210,54 @@ def _read_json(path: Path, source: Source) -> list[tuple[str, dict]]:
     return _from_document(value, path, source)
 
 
+_CSV_NAME = re.compile(r"(?P<subject>.+)_(?:test|val|dev)\.csv", re.IGNORECASE)
+
+
+def _read_csv_release(path: Path, source: Source) -> list[tuple[str, dict]]:
+    """A CSV release's rows in the hub layout (`Source.csv_release`): one SUBJECT_SPLIT.csv file, or a folder
+    of them, of which the source's subsets are read. Every record must have the question, four options and
+    an answer letter A-D; anything else stops the run with the file and line."""
+    files = [path]
+    if path.is_dir():
+        named = [
+            (match["subject"], file)
+            for file in sorted(path.glob("*.csv"))
+            if (match := _CSV_NAME.fullmatch(file.name))
+        ]
+        files = [file for subject in source.subsets for name, file in named if name == subject]
+        counts = {subject: sum(name == subject for name, _ in named) for subject in source.subsets}
+        if any(count != 1 for count in counts.values()):
+            found = ", ".join(f"{subject} {count}" for subject, count in counts.items())
+            raise DataError(
+                f"{path}: expected one SUBJECT_SPLIT.csv file for each subject, found {found}; give the folder "
+                "of one split of the CSV release (e.g. data/test), or one file"
+            )
+    located = []
+    for file in files:
+        match = _CSV_NAME.fullmatch(file.name)
+        if not match:
+            raise DataError(f"{file}: a CSV file of the release is named SUBJECT_test.csv (or _val, _dev)")
+        try:
+            with open(file, encoding="utf-8-sig", newline="") as text:
+                records = csv.reader(text)
+                start = 1
+                for record in records:
+                    where, start = f"{file}:{start}", records.line_num + 1
+                    if len(record) != 6:
+                        raise DataError(
+                            f"{where}: {len(record)} columns; the release has 6: question, four options, answer letter"
+                        )
+                    if record[5].strip() not in ("A", "B", "C", "D"):
+                        raise DataError(f"{where}: answer {record[5]!r} (the last column) is not A, B, C or D")
+                    row = {"question": record[0], "choices": record[1:5], "answer": "ABCD".index(record[5].strip())}
+                    located.append((where, row | {"subject": match["subject"]}))
+        except UnicodeDecodeError:
+            raise _not_utf8(file) from None
+        except csv.Error as error:
+            raise DataError(f"{file}:{records.line_num}: not readable CSV ({error}); the file is damaged") from None
+    return located
+
+
 def _check_hub_reachable() -> None:
     """Fail at once when the hub cannot be reached: huggingface_hub retries a failed connection five times
     with backoff (about 25 s) before the same conclusion. One request through its own client, so proxies
@@ -229,8 +279,9 @@ def _check_hub_reachable() -> None:
 def read_rows(
     source: Source, input_path: str | os.PathLike | None = None, split: str | None = None
 ) -> list[tuple[str, dict]]:
-    """(location, row) pairs: from the hub through `datasets`, or from a local .jsonl, .json or .parquet file
-    (names compared in any case; .jsonl and .json may be gzip-compressed, .gz).
+    """(location, row) pairs: from the hub through `datasets` (each of `source.subsets` in turn), or from a
+    local .jsonl, .json or .parquet file (names compared in any case; .jsonl and .json may be gzip-compressed,
+    .gz), or a CSV release's file or folder (`source.csv_release`).
 
     A location names the file and line (or row index, or entry key) for error messages.
     """
@@ -240,10 +291,16 @@ def read_rows(
         split = split or source.default_split
         if not Path(source.hub_path).is_dir():
             _check_hub_reachable()
-        data = datasets.load_dataset(source.hub_path, source.hub_config, split=split)
-        return [(f"{source.hub_path}[{split}] row {index}", row) for index, row in enumerate(data)]
+        located = []
+        for subset in source.subsets or (None,):  # one config after another, or the source's one config
+            data = datasets.load_dataset(source.hub_path, subset or source.hub_config, split=split)
+            name = source.hub_path + (f"/{subset}" if subset else "")
+            located += [(f"{name}[{split}] row {index}", row) for index, row in enumerate(data)]
+        return located
     path = Path(input_path)
     name = path.name.lower()
+    if source.csv_release and (path.is_dir() or name.endswith(".csv")):
+        return _read_csv_release(path, source)
     if name.endswith(".parquet"):
         import pyarrow
         import pyarrow.parquet
@@ -255,9 +312,12 @@ def read_rows(
             raise DataError(f"{path}: not a readable parquet file ({first_line}); download it again") from None
         return [(f"{path} row {index}", row) for index, row in enumerate(rows)]
     if not name.removesuffix(".gz").endswith((".jsonl", ".json")):
+        csv_release = (
+            ", or the CSV release (a SUBJECT_test.csv file, or the folder of them)" if source.csv_release else ""
+        )
         raise DataError(
             f"{path}: --input takes a .jsonl, .json (either may end in .gz) or .parquet file in the dataset's "
-            "published format"
+            f"published format{csv_release}"
         )
     located = _read_json(path, source)
     for location, row in located:

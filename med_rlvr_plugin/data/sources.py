@@ -37,6 +37,13 @@ class Source:
     # A release published as one JSON object keyed by id (PubMedQA's ori_pqal.json): its (field, path in
     # the hub layout) pairs. Such rows are rebuilt in the hub layout, the key becoming `id`.
     keyed_release: tuple[tuple[str, str], ...] = ()
+    # The parts read, one after another: the hub's per-subject configs, or in a folder of the CSV release
+    # the files SUBJECT_SPLIT.csv (MMLU's six medical subjects).
+    subsets: tuple[str, ...] = ()
+    # A CSV release without a header, one file per subject: question, the options, the answer letter
+    # (MMLU's data.tar). Its rows are rebuilt in the hub layout: `question`, `choices`, `answer` (an index
+    # from 0) and `subject` (from the file name).
+    csv_release: bool = False
 
 
 SOURCES = {
@@ -97,5 +104,26 @@ SOURCES = {
             ("final_decision", "final_decision"),
             ("LONG_ANSWER", "long_answer"),
         ),
+    ),
+    "mmlu": Source(
+        datasource="mmlu",
+        hub_path="cais/mmlu",
+        hub_config=None,
+        default_split="test",
+        question="question",
+        options=("choices",),
+        answer_index="answer",
+        answer_index_base=0,
+        metadata=("subject",),
+        category="subject",
+        subsets=(
+            "anatomy",
+            "clinical_knowledge",
+            "college_biology",
+            "college_medicine",
+            "medical_genetics",
+            "professional_medicine",
+        ),
+        csv_release=True,
     ),
 }

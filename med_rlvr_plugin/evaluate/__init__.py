@@ -7,13 +7,17 @@ the request cache, sample logs. The package adds, one concern a module:
   by the task YAMLs in `lm_eval_tasks/` (`!function med_rlvr_plugin.evaluate.process_docs`) and by the
   tasks `run` builds for any file. `process_results` is `grade_texts`: `reward.score_sample` in lenient
   format (the paper's), plus accuracy in strict format, the relaxed letter and the reward under the
-  training RewardConfig (MED_RLVR_* variables, the paper's by default);
+  training RewardConfig (MED_RLVR_* variables, the paper's by default). The log-likelihood variant of each
+  task (`*_loglik`, `--mode loglik`) scores each option letter after the same prompt instead
+  (`doc_to_choice`, `doc_to_target`, `process_loglik_docs`, `process_loglik_results`: `loglik_accuracy`);
 - `statistics`: pure functions, `wilson_interval`, `mean_interval`, `pass_at_k`, `mcnemar_p`,
   `paired_bootstrap`;
 - `reports`: `report` and `compare` read lm-eval's sample logs and grade them again with the same
   `grade_texts`, using the prompt exactly as sent (after any chat template), so any lm-eval run, ours or
   the plain CLI's, gets the full table: Wilson intervals, subgroups, pass@k, paired tests (the logs are
   read by `med_rlvr_plugin.lm_eval_logs`, which analyze shares);
+- `modes`: the log-likelihood logs graded again, report's both-measures table, and compare's paper block
+  followed by the out-of-distribution block (`medrlvr_ood`: per-benchmark paired tests, macro average);
 - `runner`: `run`, lm-eval on models (or a run's checkpoints) x prompt files, and the steps table and plot;
 - `__main__`: the command line, `python -m med_rlvr_plugin.evaluate run|report|compare`.
 docs/evaluation.md has the commands, the metric definitions and an example table.
@@ -29,6 +33,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from med_rlvr_plugin.cli import ToolError
+from med_rlvr_plugin.prompts import LETTERS
 from med_rlvr_plugin.reward import score_sample
 from med_rlvr_plugin.verifier import (
     ANSWER_CLOSE,
@@ -42,6 +47,8 @@ from med_rlvr_plugin.verifier import (
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "lm_eval_tasks"
 TEMPLATE = TASK_DIR / "_medrlvr_template_yaml"
+LOGLIK_TEMPLATE = TASK_DIR / "_medrlvr_loglik_template_yaml"
+OOD_GROUP = TASK_DIR / "medrlvr_ood.yaml"
 # Per-question metrics: key, what the report calls it, and kind. The keys are reward.METRICS' names (of the
 # lenient-format score, the paper's) and evaluate's own three, ADDED_METRICS. A "rate" is a proportion of
 # responses (a Wilson interval with one response per question), a "mean" any other average (a t interval).
@@ -160,3 +167,55 @@ def process_results(doc: Mapping, results: list) -> dict[str, float]:
     """lm-eval's hook: `results` is [text], or [[text, ...]] with repeats and a take_first_k filter."""
     texts = results[0] if isinstance(results[0], list) else results
     return grade_texts(doc_to_text(doc), texts, doc["label"], training_config())
+
+
+# ---------------------------------------------------------------- log-likelihood variant (`*_loglik`)
+
+
+def check_choices(row: Mapping, where: str) -> None:
+    """EvalError unless a checked row (`check_row`) lists its options, the gold one among them: the
+    log-likelihood variant scores one letter per option."""
+    options = row.get("options")
+    if not (isinstance(options, list) and 2 <= len(options) <= len(LETTERS)):
+        raise EvalError(
+            f"{where}: field 'options': the log-likelihood mode scores one letter per option and needs the "
+            "options list data_prep/prepare.py writes"
+        )
+    if LETTERS.index(parse_label(row["label"])) >= len(options):
+        raise EvalError(f"{where}: field 'label': {row['label']!r} names no option of the {len(options)}")
+
+
+def doc_to_choice(doc: Mapping) -> list[str]:
+    """The continuations scored: the row's option letters (lm-eval puts its target delimiter, " ", before)."""
+    return list(LETTERS[: len(doc["options"])])
+
+
+def doc_to_target(doc: Mapping) -> int:
+    """The gold option's index among `doc_to_choice(doc)`."""
+    return LETTERS.index(parse_label(doc["label"]))
+
+
+def loglik_accuracy(doc: Mapping, logliks: Sequence[float]) -> float:
+    """1.0 when the gold letter has the highest log-likelihood (the first such letter on a tie, as lm-eval's
+    argmax), else 0.0."""
+    return float(max(range(len(logliks)), key=logliks.__getitem__) == doc_to_target(doc))
+
+
+def process_loglik_docs(dataset):
+    """`process_docs` for the log-likelihood variant: every row must list its options too."""
+    for index, row in enumerate(process_docs(dataset)):
+        check_choices(row, f"row {index + 1} of the task's data file")
+    return dataset
+
+
+def process_loglik_results(doc: Mapping, results: list) -> dict[str, float]:
+    """lm-eval's hook: `results` holds (log-likelihood, is greedy) per option letter."""
+    return {"accuracy": loglik_accuracy(doc, [loglik for loglik, _ in results])}
+
+
+@lru_cache(maxsize=1)
+def ood_tasks() -> tuple[str, ...]:
+    """The out-of-distribution benchmarks, as the lm-eval group `medrlvr_ood` lists them."""
+    import yaml
+
+    return tuple(yaml.safe_load(OOD_GROUP.read_text(encoding="utf-8"))["task"])

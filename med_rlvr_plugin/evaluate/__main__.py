@@ -1,6 +1,7 @@
 """The command line: `python -m med_rlvr_plugin.evaluate run|report|compare`, the paper's accuracy table.
 
     python -m med_rlvr_plugin.evaluate run [MODEL ...] [--run-dir OUTPUT_DIR] [--data FILE ...] --output-dir DIR
+        [--mode generate|loglik|both]
     python -m med_rlvr_plugin.evaluate report DIR
     python -m med_rlvr_plugin.evaluate compare DIR1 DIR2 ... [--metric accuracy] [--output FILE.md]
 
@@ -20,7 +21,7 @@ from med_rlvr_plugin.cli import ToolError, fail, tool_parser
 from med_rlvr_plugin.defaults import MAX_NEW_TOKENS
 from med_rlvr_plugin.evaluate import RATES
 from med_rlvr_plugin.evaluate.reports import compare, report, write_comparison
-from med_rlvr_plugin.evaluate.runner import check_flags, run
+from med_rlvr_plugin.evaluate.runner import MODES, check_flags, run
 
 BACKENDS = ("hf", "vllm")
 # The metric names before issue 14, still accepted by `compare --metric` (with a note).
@@ -58,6 +59,7 @@ def parser() -> argparse.ArgumentParser:
         help="lm-eval model arguments besides pretrained, e.g. "
         "dtype=bfloat16 or tensor_parallel_size=2,data_parallel_size=4",
     )
+    run_parser.add_argument("--mode", choices=MODES, default="generate", help="generate (default), loglik or both")
     run_parser.add_argument("--n-samples", type=int, default=1, help="responses per question (pass@1 is their mean)")
     run_parser.add_argument("--temperature", type=float, help="default 0 (greedy) for 1 sample, 1.0 (training's) else")
     run_parser.add_argument(
@@ -110,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         except ToolError as error:
             top.error(str(error))
+        if args.mode == "loglik" and (args.n_samples > 1 or args.temperature is not None):
+            top.error("--n-samples and --temperature set the generation; --mode loglik generates nothing")
     if args.command == "compare":
         if len(args.directories) < 2:
             top.error("compare needs at least two folders")
@@ -131,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 limit=args.limit,
                 batch_size=args.batch_size,
                 device=args.device,
+                mode=args.mode,
             )
         elif args.command == "report":
             report(args.directory)

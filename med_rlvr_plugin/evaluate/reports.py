@@ -10,13 +10,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from med_rlvr_plugin.evaluate import METRICS, RATES, EvalError, check_row, grade_texts, training_config
+from med_rlvr_plugin.evaluate.modes import compare_blocks, modes_markdown, read_loglik_questions, split_modes
 from med_rlvr_plugin.evaluate.statistics import mcnemar_p, mean_interval, paired_bootstrap, pass_at_k, wilson_interval
 from med_rlvr_plugin.files import write_together
-from med_rlvr_plugin.lm_eval_logs import newest_logs, read_samples
+from med_rlvr_plugin.lm_eval_logs import LOGLIK, SAMPLES_NAME, newest_logs, read_samples
 from med_rlvr_plugin.verifier import RewardConfig
 
-# Metadata fields whose values split a task into subgroups: MedQA's exam step, MMLU-Pro's source.
-SUBGROUP_FIELDS = ("meta_info", "src")
+# Metadata fields whose values split a task into subgroups: MedQA's exam step, MMLU-Pro's source, MMLU's subject.
+SUBGROUP_FIELDS = ("meta_info", "src", "subject")
 
 
 def latest_sample_logs(directory: Path) -> dict[str, Path]:
@@ -39,7 +40,10 @@ def latest_sample_logs(directory: Path) -> dict[str, Path]:
 
 
 def read_questions(path: Path, config: RewardConfig) -> list[dict]:
-    """One record per logged question: `key` (for pairing), `subgroup`, `k` (responses) and METRICS."""
+    """One record per logged question: `key` (for pairing), `subgroup`, `k` (responses) and METRICS; a
+    log-likelihood task's (TASK_loglik) records hold `accuracy` only (modes.py)."""
+    if SAMPLES_NAME.fullmatch(path.name)["task"].endswith(LOGLIK):
+        return read_loglik_questions(path)
     questions, seen = [], Counter()
     for sample in read_samples(path):
         doc = sample.doc
@@ -68,7 +72,7 @@ def summarize(questions: Sequence[Mapping]) -> dict:
     """Each metric's value and 95% interval over questions; pass@k with k responses per question."""
     n, k = len(questions), questions[0]["k"]
     summary: dict = {"n": n, "responses_per_question": k, "metrics": {}}
-    for key, _, kind in METRICS:
+    for key, _, kind in (metric for metric in METRICS if metric[0] in questions[0]):  # loglik: accuracy only
         values = [question[key] for question in questions]
         value = sum(values) / n
         # One response per question makes a rate a binomial proportion; k > 1 makes it a mean of shares.
@@ -113,8 +117,8 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 
 def report_markdown(label: str, tasks: Mapping[str, Mapping]) -> str:
-    """One model's table (a column per task) and its subgroup tables."""
-    names = list(tasks)
+    """One model's table (a column per generate task), its subgroup tables, and both measures' table."""
+    names, loglik = split_modes(tasks)
     pass_k = sorted({key for task in tasks.values() for key in task["metrics"] if key.startswith("pass@")})
     metrics = list(METRICS) + [(key, f"{key} (unbiased estimator)", "rate") for key in pass_k]
     rows = [
@@ -130,7 +134,7 @@ def report_markdown(label: str, tasks: Mapping[str, Mapping]) -> str:
         "per question, t otherwise). With k responses per question each rate is their mean: accuracy is "
         "pass@1.",
         markdown_table(["metric", *names], rows),
-    ]
+    ][: 3 if names else 1]  # only log-likelihood tasks (--mode loglik): their table below
     for name in names:
         if "subgroups" in tasks[name]:
             field, groups = tasks[name]["subgroups"]["field"], tasks[name]["subgroups"]["groups"]
@@ -148,6 +152,8 @@ def report_markdown(label: str, tasks: Mapping[str, Mapping]) -> str:
                     ),
                 )
             )
+    if loglik:
+        parts.append(modes_markdown(tasks).rstrip("\n"))
     return "\n\n".join(parts) + "\n"
 
 
@@ -202,7 +208,7 @@ def compare(
     for name, model in models.items():
         table["models"][name] = entries = {}
         for task in tasks:
-            if task not in model:
+            if task not in model or metric not in model[task][0]:  # a loglik task has accuracy only
                 continue
             entry = entries[task] = summarize(model[task])["metrics"][metric] | {"n": len(model[task])}
             if name == baseline_name or task not in baseline:
@@ -225,7 +231,7 @@ def compare(
                 "p": p,
                 "test": "McNemar exact" if single else "paired bootstrap",
             }
-    table["markdown"] = compare_markdown(table)
+    table["markdown"], table["ood"] = compare_blocks(table, compare_markdown)
     return table
 
 

@@ -12,22 +12,35 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from med_rlvr_plugin.defaults import MAX_NEW_TOKENS
-from med_rlvr_plugin.evaluate import TASK_DIR, TEMPLATE, EvalError, check_row, training_config
+from med_rlvr_plugin.evaluate import (
+    LOGLIK_TEMPLATE,
+    TASK_DIR,
+    TEMPLATE,
+    EvalError,
+    check_choices,
+    check_row,
+    ood_tasks,
+    training_config,
+)
 from med_rlvr_plugin.evaluate.reports import cell, compare, markdown_table, report, write_comparison
 from med_rlvr_plugin.files import png_bytes, read_jsonl, write_together
-from med_rlvr_plugin.lm_eval_logs import SAMPLES_NAME
+from med_rlvr_plugin.lm_eval_logs import LOGLIK, SAMPLES_NAME
 
 _CHECKPOINT_NAME = re.compile(r"(?:best_)?global_step(\d+)_hf")
+# generate: a response graded by the verifier (the paper's); loglik: each option letter's log-likelihood.
+MODES = ("generate", "loglik", "both")
 
 
 def default_tasks() -> dict[str, str]:
-    """The shipped tasks: name -> the prepared file it reads (relative to the working directory)."""
+    """The shipped generate tasks: name -> the prepared file it reads (relative to the working directory);
+    not their log-likelihood variants (TASK_loglik, the same file) nor the groups."""
     import yaml
 
     tasks = {}
     for path in sorted(TASK_DIR.glob("*.yaml")):
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
-        tasks[config["task"]] = config["dataset_kwargs"]["data_files"]["test"]
+        if "group" not in config and not config["task"].endswith(LOGLIK):
+            tasks[config["task"]] = config["dataset_kwargs"]["data_files"]["test"]
     return tasks
 
 
@@ -58,6 +71,20 @@ def task_config(name: str, data_file: Path, n_samples: int, temperature: float, 
         config["repeats"] = n_samples
         config["filter_list"] = [{"name": "all", "filter": [{"function": "take_first_k", "k": n_samples}]}]
     return config
+
+
+def mode_configs(name: str, data_file: Path, mode: str, settings: Mapping) -> list[dict]:
+    """The lm-eval tasks of one prepared file in `mode`: the generate task (`task_config`), its
+    log-likelihood variant NAME_loglik (the shipped loglik template, every row's options checked), or both."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    configs = [] if mode == "loglik" else [task_config(name, data_file, **settings)]
+    if mode != "generate":
+        for where, row in read_jsonl(data_file, "prepare it with data_prep/prepare.py (docs/data.md)"):
+            check_choices(row, where)
+        config = load_yaml(LOGLIK_TEMPLATE, resolve_func=True)
+        configs.append(config | {"task": name + LOGLIK, "dataset_kwargs": {"data_files": {"test": str(data_file)}}})
+    return configs
 
 
 def checkpoints(run_dir: Path) -> list[tuple[int | None, Path]]:
@@ -141,6 +168,7 @@ def evaluate_model(
     batch_size: str | None,
     device: str | None,
     limit: int | None,
+    mode: str = "generate",
 ) -> None:
     """Run lm-eval on one model and move its results and sample logs into `output`.
 
@@ -157,7 +185,8 @@ def evaluate_model(
     cache = output / f"lm_eval_cache_{model_fingerprint(backend, full_args, model)}"
     # A run applies a chat template to all of its tasks or none, so chat files get their own run.
     for chat in sorted({chat for _, chat in tasks.values()}):
-        configs = [task_config(name, path, **settings) for name, (path, is_chat) in tasks.items() if is_chat == chat]
+        chosen = [(name, path) for name, (path, is_chat) in tasks.items() if is_chat == chat]
+        configs = [config for name, path in chosen for config in mode_configs(name, path, mode, settings)]
         with tempfile.TemporaryDirectory(dir=output, prefix=".lm_eval-") as scratch:
             tracker = EvaluationTracker(output_path=scratch)
             results = simple_evaluate(
@@ -266,11 +295,12 @@ def check_flags(
 
 
 def prompt_tasks(data: Sequence[str | os.PathLike]) -> dict[str, tuple[Path, bool]]:
-    """Task name -> (prepared file, whether its prompts are chats), every row checked: the shipped tasks
-    without `data`; else a task per file, named as the shipped task that reads it or medrlvr_ + its stem."""
+    """Task name -> (prepared file, whether its prompts are chats), every row checked: the paper's shipped
+    tasks without `data` (not medrlvr_ood's); else a task per file, named as the shipped task that reads it
+    or medrlvr_ + its stem."""
     shipped = {name: Path(file) for name, file in default_tasks().items()}
     if not data:
-        named = shipped
+        named = {name: file for name, file in shipped.items() if name not in ood_tasks()}
     else:
         shipped_name = {file.resolve(): name for name, file in reversed(shipped.items())}  # the first one wins
         named = {
@@ -296,9 +326,11 @@ def run(
     limit: int | None = None,
     batch_size: str | None = None,
     device: str | None = None,
+    mode: str = "generate",
 ) -> Path:
     """Evaluate each model (and each checkpoint of `run_dir`) on each prepared file; write one folder per
     model (lm-eval's files, report.md, summary.json), and comparison.md/.json and, for a run, steps.*.
+    `mode`: generate and grade (the paper's), score each option letter's log-likelihood (`loglik`), or both.
     Every input is checked before any model loads. Returns the output folder."""
     settings = check_flags(models, run_dir, output_dir, n_samples, temperature, max_gen_toks, limit, model_args)
     training_config()  # a bad MED_RLVR_* variable fails now, not in lm-eval's grading after generation
@@ -323,6 +355,7 @@ def run(
             batch_size=batch_size,
             device=device,
             limit=limit,
+            mode=mode,
         )
         summaries[model] = report(output_dir / label)
         print((output_dir / label / "report.md").read_text(encoding="utf-8"))

@@ -15,7 +15,7 @@ to every Ray actor (see `ray_job.run_ppo`).
 - `runs`: a PPO or SFT run checked end to end, in order, the flags the launcher adds; the SFT run's start.
 - `openrlhf_cli`: OpenRLHF's parser, train()'s assertions and Ray env, read from the installed source.
 - `plan`: the run plan: whole rollouts, rank shares, eval and checkpoint intervals, checkpoint disk.
-- `checks`: the data, the reward file (or server) and the disk.
+- `checks`: the data and its prompt lengths, the reward file (or server) and the disk.
 - `manifest`: the output folder and the run's manifest.
 - `ray_job`: the Ray cluster check, the reward probe on every node, then OpenRLHF's PPO CLI.
 - `sample`: the built-in sample that stands in for MedQA when data/ is not prepared.

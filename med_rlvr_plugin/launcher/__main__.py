@@ -44,7 +44,10 @@ def launch_parser() -> ToolParser:
             "--checkpoints", type=int, default=CHECKPOINTS, help="checkpoints over the run (sets --ckpt.save_steps)"
         )
         command.add_argument(
-            "--builtin-sample", action="store_true", help="the data is the built-in sample: plan for MedQA's sizes"
+            "--builtin-sample",
+            metavar="FILES",
+            help="a dry run whose data is the built-in sample, standing in for these missing files: plan for "
+            "MedQA's sizes",
         )
         if kind == "ppo":
             command.add_argument(
@@ -72,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if options.checkpoints < 1 or options.kind == "ppo" and not 0 < options.eval_share:
         parser.error("--checkpoints must be at least 1 and --eval-share above 0")
+    if options.builtin_sample and not options.dry_run:
+        parser.error("--builtin-sample is for --dry-run only: a run trains on its own data")
+    if options.builtin_sample:  # the first line and the last say it: none of the user's data is checked
+        print(
+            f"med-rlvr: dry run on the built-in sample: {options.builtin_sample} not found; none of your data checked"
+        )
     script_args = options.trainer_args[1:] if options.trainer_args[:1] == ["--"] else options.trainer_args
     try:
         manifest_path = claim_output_dir(options.output_dir, options.resume)
@@ -84,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             print(describe_sft_plan(checked.plan))
         if options.dry_run:
             check_disk(options.output_dir, checked.plan, dry_run=True)
-            print("med-rlvr: dry run: every check passed; nothing was started or written")
+            data = ", ".join(part["files"] for part in checked.data.values())
+            if options.builtin_sample:
+                data = f"the built-in sample, not your data ({options.builtin_sample} not found)"
+            print(f"med-rlvr: dry run: every check passed for {data}; nothing was started or written")
         elif options.kind == "ppo":
             run_ppo(options, checked, manifest_path)
         else:

@@ -1,4 +1,4 @@
-"""The checks of a run's inputs that need no GPU: its data, its reward file (or server) and its disk."""
+"""The checks of a run's inputs that need no GPU: its data and prompt lengths, reward file (or server), disk."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
+from med_rlvr_plugin.data.pipeline import summary_path
 from med_rlvr_plugin.launcher.errors import LaunchError
 from med_rlvr_plugin.launcher.plan import gigabytes
 from med_rlvr_plugin.openrlhf_reward import rollout_sampling
@@ -58,7 +59,8 @@ def load_prompt_rows(files: str, args: SimpleNamespace, split: str, probs: str |
         if not path.is_file():
             raise LaunchError(
                 f"data file {path} not found (working directory {Path.cwd()}). Prepare it with "
-                "`python data_prep/prepare.py ...` (docs/data.md); --dry-run without data uses the built-in sample"
+                "`python data_prep/prepare.py ...` (docs/data.md); --dry-run uses the built-in sample only when "
+                "none of the default data files exists"
             )
     import datasets
 
@@ -99,6 +101,44 @@ def check_prompt_data(files: str, args: SimpleNamespace, split: str, probs: str 
     return dataset.datasources, dataset.prompts, dataset.labels
 
 
+def prompt_limit_flags(args: SimpleNamespace, prompts: list[str], trainer_args: list[str], dry_run: bool) -> list:
+    """`--data.max_len` raised so that OpenRLHF cuts no prompt, or [] when none is cut; LaunchError when the
+    command sets `--data.max_len` itself and a prompt is over the limit.
+
+    OpenRLHF's rollout (`SingleTurnAgentExecutor.execute`) tokenizes each prompt without special tokens and
+    keeps its last `--data.max_len - --rollout.max_new_tokens` tokens, which cuts the instruction and the
+    question's start. Counted with the model's tokenizer: a local folder or the hub cache for a dry run (a
+    dry run never waits on the network), downloaded if need be for the run, which downloads the model anyway.
+    """
+    from transformers import AutoTokenizer
+
+    model, max_len = args.actor.model_name_or_path, args.data.max_len
+    new_tokens = args.rollout.max_new_tokens or 1  # unset: the response gets what the prompt leaves, 1 at least
+    limit = max_len - new_tokens
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=True, local_files_only=dry_run)
+    except (OSError, ValueError) as error:
+        where = "is not in a local folder or the hub cache" if dry_run else "did not load"
+        print(f"med-rlvr: prompt lengths not checked: {model}'s tokenizer {where} ({type(error).__name__})")
+        return []
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    longest, over = max(lengths), sum(length > limit for length in lengths)
+    limits = f"--data.max_len {max_len} - --rollout.max_new_tokens {new_tokens}"
+    if not over:
+        print(
+            f"med-rlvr: prompt lengths: the longest of {len(lengths):,} has {longest:,} tokens of {limit:,} ({limits})"
+        )
+        return []
+    counted = (
+        f"{over} of {len(lengths):,} prompts have more than {limit:,} tokens ({limits}; the longest {longest:,}), "
+        "and OpenRLHF would cut them from the left, instruction first"
+    )
+    if "--data.max_len" in trainer_args:
+        raise LaunchError(f"{counted}: raise --data.max_len to {longest + new_tokens} or leave it to the launcher")
+    print(f"med-rlvr: --data.max_len {longest + new_tokens}: {counted}; the limit is raised so that none is cut")
+    return ["--data.max_len", str(longest + new_tokens)]
+
+
 def check_sft_data(args: SimpleNamespace) -> list:
     """The SFT rows as OpenRLHF's SFT dataset reads them, every target graded a well-formed correct answer
     by the verifier (a wrong or malformed target would teach it)."""
@@ -128,8 +168,9 @@ def check_not_test_sets(files: str) -> None:
     names a test split as its input (MMLU-Pro health is MMLU-Pro's test split).
     """
     for path in data_paths(files):
-        summary = path.with_suffix(".summary.json")
-        source = json.loads(summary.read_text(encoding="utf-8")).get("input", "") if summary.is_file() else ""
+        # prepare.py's summary of this file, or of a file prepared before each output had its own (NAME.summary.json)
+        summary = next((s for s in (summary_path(path), path.with_suffix(".summary.json")) if s.is_file()), None)
+        source = json.loads(summary.read_text(encoding="utf-8")).get("input", "") if summary else ""
         if re.search(r"(?<![a-z])test(?![a-z])", f"{path.stem} {source}", re.I):
             raise LaunchError(
                 f"--eval-data {path} is a test set ({source or 'by its name'}): periodic eval picks checkpoints and "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import runpy
 import secrets
@@ -24,10 +25,12 @@ from med_rlvr_plugin.launcher.plan import trained_models
 
 
 def check_cluster(args: SimpleNamespace, nodes: list[dict]) -> str:
-    """The Ray cluster has the GPUs (and one CPU per GPU bundle) the layout places, free; else LaunchError.
+    """The Ray cluster has the GPUs and CPUs the layout places, free; else LaunchError.
 
-    OpenRLHF reserves them with a placement group and waits for it without a timeout, so a cluster
-    smaller than the flags would hang the job silently.
+    OpenRLHF reserves a bundle of one GPU and one CPU per GPU with a placement group and waits for it
+    without a timeout, then starts its PPOTrainer actor, a plain `@ray.remote` class: Ray places such an
+    actor only where one CPU is free (ray/actor.py, DEFAULT_ACTOR_METHOD_CPU_SIMPLE), so a cluster with
+    as many CPUs as GPUs hangs the job silently too.
     """
     import ray
 
@@ -41,19 +44,45 @@ def check_cluster(args: SimpleNamespace, nodes: list[dict]) -> str:
             needed += args.ref.num_nodes * args.ref.num_gpus_per_node
     total, free = ray.cluster_resources(), ray.available_resources()
     layout = ", ".join(f"{node['NodeManagerAddress']} {node['Resources'].get('GPU', 0):g} GPUs" for node in nodes)
-    for resource in ("GPU", "CPU"):
-        if total.get(resource, 0) < needed:
+    for resource, count, why in (
+        ("GPU", needed, "--nodes x --gpus-per-node, one bundle each"),
+        ("CPU", needed + 1, "one per GPU bundle and one for OpenRLHF's PPOTrainer actor"),
+    ):
+        if total.get(resource, 0) < count:
             raise LaunchError(
-                f"the run places {needed} {resource}s (--nodes x --gpus-per-node, one bundle each) and the Ray "
-                f"cluster has {total.get(resource, 0):g} ({layout}); OpenRLHF would wait for them forever. Lower "
-                "--nodes / --gpus-per-node, or add nodes (`ray start --num-gpus N` on each)"
+                f"the run places {count} {resource}s ({why}) and the Ray cluster has {total.get(resource, 0):g} "
+                f"({layout}); OpenRLHF would wait for them forever. Lower --nodes / --gpus-per-node, or add "
+                f"nodes or {resource}s (`ray start --num-gpus N --num-cpus M` on each)"
             )
-        if free.get(resource, 0) < needed:
+        if free.get(resource, 0) < count:
             raise LaunchError(
-                f"the run places {needed} {resource}s and only {free.get(resource, 0):g} of the cluster's "
-                f"{total[resource]:g} are free; other jobs hold the rest (`ray status`, `ray job list`)"
+                f"the run places {count} {resource}s ({why}) and only {free.get(resource, 0):g} of the "
+                f"cluster's {total[resource]:g} are free; other jobs hold the rest (`ray status`, `ray job list`)"
             )
-    return f"{needed} GPUs of {total['GPU']:g} ({layout})"
+    return f"{needed} GPUs of {total['GPU']:g} ({layout}), {needed + 1} CPUs of {total['CPU']:g}"
+
+
+def ray_init_env(wanted: dict[str, str]) -> dict[str, str]:
+    """The env_vars for this driver's `ray.init`: `wanted` less what the job's own runtime env sets.
+
+    Ray merges a job's runtime env (`ray job submit --runtime-env-json`, handed to the driver in
+    RAY_JOB_CONFIG_JSON_ENV_VAR) with the driver's and refuses any env var key set in both
+    (`_merge_runtime_env`), so the job's value is the one every actor gets. That is right only when it is
+    the value this driver checked, which the job's env normally is (the driver inherits it); the launch
+    script refuses a flag that contradicts it, and any other difference is refused here.
+    """
+    job_config = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+    job_env = (job_config.get("runtime_env") or {}).get("env_vars") or {}
+    for name in sorted(job_env.keys() & wanted.keys()):
+        if job_env[name] != wanted[name]:
+            shown = f"{name}={job_env[name]!r}, this driver {wanted[name]!r}" if name.startswith("MED_RLVR_") else name
+            raise LaunchError(
+                f"the job's runtime env (--runtime-env-json) sets {shown}, and Ray would give every actor the "
+                "job's value: set it in one place only"
+            )
+    if kept := sorted(job_env.keys() & wanted.keys()):
+        print(f"med-rlvr: every actor gets the job's runtime env's {', '.join(kept)} (the driver's are the same)")
+    return {name: value for name, value in wanted.items() if name not in job_env}
 
 
 def probe_nodes(
@@ -70,7 +99,7 @@ def probe_nodes(
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    expected_env = reward_env()
+    expected_env = {**openrlhf_ray_env(), **reward_env()}  # no secrets: the probe prints what it saw
 
     @ray.remote(num_cpus=0)
     class Probe:
@@ -123,7 +152,7 @@ def run_ppo(options: argparse.Namespace, checked: SimpleNamespace, manifest_path
     import ray
 
     forwarded = {name: os.environ[name] for name in FORWARDED_SECRETS if name in os.environ}
-    ray.init(runtime_env={"env_vars": {**openrlhf_ray_env(), **reward_env(), **forwarded}})
+    ray.init(runtime_env={"env_vars": ray_init_env({**openrlhf_ray_env(), **reward_env(), **forwarded})})
     nodes = [node for node in ray.nodes() if node["Alive"]]
     print(f"med-rlvr: cluster: {check_cluster(checked.args, nodes)}", flush=True)
     command, reward_url = checked.command, checked.args.reward.remote_url

@@ -19,6 +19,7 @@ from med_rlvr_plugin.launcher.checks import (
     check_reward,
     check_reward_server,
     check_sft_data,
+    prompt_limit_flags,
     reward_env,
 )
 from med_rlvr_plugin.launcher.errors import LaunchError
@@ -60,7 +61,7 @@ def run_flags(options: argparse.Namespace) -> list[str]:
     return flags
 
 
-def check_ppo_data(args: SimpleNamespace) -> tuple[dict, list[str], list[str], int]:
+def check_ppo_data(args: SimpleNamespace) -> tuple[dict, list[str], list[str], list[str]]:
     """The training and eval files checked and described: (the manifest's data, the training prompts and
     labels, the eval prompts)."""
     files = args.data.prompt_dataset
@@ -68,14 +69,14 @@ def check_ppo_data(args: SimpleNamespace) -> tuple[dict, list[str], list[str], i
     data = {"train": {"files": files, "rows": len(prompts)}}
     print(f"med-rlvr: training data {files}: {len(prompts)} prompts, every label an option letter")
     if not args.eval.dataset:
-        return data, prompts, labels, 0
+        return data, prompts, labels, []
     check_not_test_sets(args.eval.dataset)
-    eval_sources = check_prompt_data(args.eval.dataset, args, args.eval.split)[0]
+    eval_sources, eval_prompts, _ = check_prompt_data(args.eval.dataset, args, args.eval.split)
     counts = {source: eval_sources.count(source) for source in sorted(set(eval_sources))}
     data["eval"] = {"files": args.eval.dataset, "rows_by_datasource": counts}
     curves = ", ".join(f"eval_{source}_pass1 ({count} prompts)" for source, count in counts.items())
     print(f"med-rlvr: eval data {args.eval.dataset}: every label an option letter; curves {curves}")
-    return data, prompts, labels, len(eval_sources)
+    return data, prompts, labels, eval_prompts
 
 
 def check_ppo(trainer_args: list[str], options: argparse.Namespace) -> SimpleNamespace:
@@ -83,7 +84,9 @@ def check_ppo(trainer_args: list[str], options: argparse.Namespace) -> SimpleNam
     args = parse_openrlhf_args(PPO_MODULE, trainer_args)
     check_batch_sizes(args)
     check_train_assertions(PPO_MODULE, args)
-    data, prompts, labels, eval_rows = check_ppo_data(args)
+    data, prompts, labels, eval_prompts = check_ppo_data(args)
+    extra = prompt_limit_flags(args, prompts + eval_prompts, trainer_args, options.dry_run)
+    eval_rows = len(eval_prompts)
     prompt, label = prompts[0], parse_label(labels[0])
     rewards = check_reward(args.reward.remote_url, prompt, label)
     reward_file = args.reward.remote_url[0]
@@ -100,7 +103,7 @@ def check_ppo(trainer_args: list[str], options: argparse.Namespace) -> SimpleNam
         )
     else:
         train_rows = len(prompts)
-    if extra := planned_flags(args, train_rows, eval_rows, options, trainer_args):
+    if extra := extra + planned_flags(args, train_rows, eval_rows, options, trainer_args):
         trainer_args = extra + trainer_args
         args = parse_openrlhf_args(PPO_MODULE, trainer_args)
     if args.data.max_samples < train_rows:
