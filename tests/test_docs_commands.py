@@ -5,7 +5,8 @@ A `bash` or `python` block is run as written, in a sandbox folder laid out like 
 set-up steps: the package, scripts and venv linked in, `data/` prepared from the shared real data and small
 local fixtures, the raw files the data page names, a tiny model at `RUN/model`, and evaluation outputs
 under `eval/`. A block that cannot run on a CPU machine says why on the line just before its fence:
-`<!-- not run by the tests: REASON -->` (a GPU, the network, a cluster, a fragment with `...`).
+`<!-- not run by the tests: REASON -->` (a GPU, the network, a cluster, a fragment with `...`); a block that
+another test runs with inputs of its own says which: `<!-- run by tests/test_x.py, ... -->`.
 """
 
 import json
@@ -23,7 +24,8 @@ from tests.test_data import MEDMCQA_ORIGINAL, PUBMEDQA_ORIGINAL
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"^(?P<indent> *)```(?P<language>bash|python)\n(?P<body>.*?)^(?P=indent)```", re.M | re.S)
-NOT_RUN = re.compile(r"<!-- not run by the tests: (?P<reason>.+?) -->")
+# On the line before a fence: why the block is not run here, or which test file runs it with its own inputs.
+MARKER = re.compile(r"<!-- (?:not run by the tests: (?P<reason>.+?)|run by (?P<test>tests/\w+\.py)\b.*?) -->")
 LINKED = ("med_rlvr_plugin", "launch", "data_prep", "setup.sh", "setup.cfg", "pyproject.toml", "tests")
 
 
@@ -35,8 +37,13 @@ def code_blocks() -> list:
             line = text.count("\n", 0, match.start()) + 1
             before = text[: match.start()].rstrip().rsplit("\n", 1)[-1]
             body = "\n".join(row.removeprefix(match["indent"]) for row in match["body"].splitlines())
-            reason = NOT_RUN.search(before)
-            blocks.append(pytest.param(match["language"], body, reason and reason["reason"], id=f"{page.name}:{line}"))
+            marker = MARKER.search(before)
+            if marker and marker["test"]:
+                # Run by its own test: that file must exist and name the page it takes the block from.
+                assert page.name in (REPO / marker["test"]).read_text(), f"{page.name}:{line}: {marker['test']}"
+                continue
+            reason = marker and marker["reason"]
+            blocks.append(pytest.param(match["language"], body, reason, id=f"{page.name}:{line}"))
     return blocks
 
 
