@@ -60,6 +60,7 @@ DEFAULT_LIMITS = {"max_body_mb": 16.0, "body_timeout": 30.0, "header_timeout": 1
 # A body this small (OpenRLHF's one-sample requests are a few KB) is graded on the event loop; a larger
 # one in a thread, so that one slow request cannot hold every other request of its worker.
 INLINE_BYTES = 64 << 10
+DISCARD_BYTES = 64 << 20
 MAX_DETAIL_CHARS, MAX_LOGGED_DETAILS = 1000, 1000
 
 _logged_details: set[str] = set()
@@ -165,18 +166,18 @@ async def get_reward(request: Request) -> Response:
 
 async def _read_body(request: Request) -> bytes:
     """The body, within the size and time limits. A body over the size limit is read and discarded up to
-    twice the limit before the 413, so that a client that sends it all before reading gets the answer,
-    not a connection reset; beyond that the connection is closed at once."""
+    DISCARD_BYTES past the limit before the 413, so that a client that sends it all before reading (urllib)
+    gets the answer, not a connection reset; a larger one is refused as soon as it is known to be."""
     limit, seconds = max_body_bytes(), limits()["body_timeout"]
     declared, size, body = int(request.headers.get("content-length") or 0), 0, bytearray()
     try:
         async with asyncio.timeout(seconds):
-            if declared <= 2 * limit:
+            if declared <= limit + DISCARD_BYTES:
                 async for chunk in request.stream():  # counted as it arrives: a client may send no length
                     size += len(chunk)
                     if size <= limit:
                         body += chunk
-                    elif size > 2 * limit:
+                    elif size > limit + DISCARD_BYTES:
                         break
     except TimeoutError:
         detail = f"the body did not arrive within {seconds:g} s (--body-timeout)"
