@@ -49,7 +49,7 @@ from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from med_rlvr_plugin import openrlhf_reward
-from med_rlvr_plugin.cli import tool_parser
+from med_rlvr_plugin.cli import fail, tool_parser
 from med_rlvr_plugin.verifier import ENV_VARS, FORMATS, SCHEMES, config_from_env, parse_label
 
 KEYS = ("query", "prompts", "labels")
@@ -376,7 +376,11 @@ def _run(args, config) -> int:
     )
     # uvicorn's supervisor for one worker too (`uvicorn.run` would serve in this process): a crashed worker
     # is replaced, and SIGTERM exits 0 (a lone uvicorn server re-raises the signal, exiting with 143).
-    supervisor = Multiprocess(server, sockets=[server.bind_socket()])
+    try:
+        sockets = [server.bind_socket()]
+    except SystemExit:  # uvicorn has logged why: the address is in use, or not this machine's
+        return fail("serve", f"cannot listen on {args.host}:{args.port} (uvicorn's message above)")
+    supervisor = Multiprocess(server, sockets=sockets)
     supervisor.run()
     return 1 if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes) else 0
 

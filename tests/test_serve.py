@@ -637,3 +637,32 @@ def test_small_requests_are_answered_while_a_slow_large_one_is_graded():
     finally:
         process.terminate()
         assert process.wait(timeout=60) == 0
+
+
+def test_the_server_commands_of_docs_reuse_md():
+    """The loopback command runs as written (on a free port); the multi-node one passes its flags, warns
+    that there is no authentication, and fails only to bind an address this machine does not have."""
+    commands = re.findall(
+        r"^python -m med_rlvr_plugin\.serve (.*?)(?:\s+#.*)?$", (REPO / "docs/reuse.md").read_text(), re.M
+    )
+    local, remote = (command.split() for command in commands)
+    port = free_port()
+    local[local.index("--port") + 1] = str(port)
+    process = subprocess.Popen([sys.executable, "-m", "med_rlvr_plugin.serve", *local])
+    try:
+        wait_for_health(process, f"http://127.0.0.1:{port}/get_reward")
+        assert health(f"http://127.0.0.1:{port}/get_reward")["config"]["scheme"] == "penalized"
+    finally:
+        process.terminate()
+        assert process.wait(timeout=60) == 0
+    host = remote[remote.index("--host") + 1]
+    assert not serve.is_loopback(host) and "--allow-remote" in remote
+    if any(address.address == host for addresses in psutil.net_if_addrs().values() for address in addresses):
+        pytest.skip(f"this machine has the docs' example address {host}")
+    remote[remote.index("--port") + 1] = str(free_port())
+    run = subprocess.run(
+        [sys.executable, "-m", "med_rlvr_plugin.serve", *remote], capture_output=True, text=True, timeout=120
+    )
+    assert f"WARNING: http://{host}:" in run.stderr and "has no authentication" in run.stderr
+    assert run.returncode == 1 and "Cannot assign requested address" in run.stderr
+    assert f"med-rlvr serve: error: cannot listen on {host}:" in run.stderr
