@@ -147,10 +147,11 @@ def main() -> None:
     logging.getLogger("openrlhf").addHandler(Retries())
     reward_func, data = load_reward_func(), samples(args.requests)
     rewards = [reward_func([query], [prompt], [label])["rewards"] for query, prompt, label in data]
+    in_process_call = openrlhf_call(openrlhf_reward.__file__)  # OpenRLHF logs that it loads the file
     print(f"reward server, {args.workers} workers, on 127.0.0.1; load {psutil.getloadavg()[0]:.1f} at the start")
     print("| load | requests | samples/s | vs in-process | p50 ms | p99 ms | errors | server CPU us/sample |")
     print("|---|---|---|---|---|---|---|---|")
-    in_process = asyncio.run(load(openrlhf_call(openrlhf_reward.__file__), data, rewards, args.clients))
+    in_process = asyncio.run(load(in_process_call, data, rewards, args.clients))
     baseline = len(data) / in_process["wall"]
     row(f"in-process reward file, OpenRLHF's executor, {args.clients} tasks", in_process, len(data), None)
     process, url = serve.start(args=["--workers", str(args.workers)])

@@ -164,7 +164,7 @@ async def get_reward(request: Request) -> Response:
     return JSONResponse(await run_in_threadpool(_grade, body))
 
 
-async def _read_body(request: Request) -> bytes:
+async def _read_body(request: Request) -> bytearray:
     """The body, within the size and time limits. A body over the size limit is read and discarded up to
     DISCARD_BYTES past the limit before the 413, so that a client that sends it all before reading (urllib)
     gets the answer, not a connection reset; a larger one is refused as soon as it is known to be."""
@@ -188,10 +188,10 @@ async def _read_body(request: Request) -> bytes:
             "the server with a larger --max-body-mb"
         )
         raise HTTPException(413, detail, headers={"Connection": "close"})
-    return bytes(body)
+    return body
 
 
-def _grade(body: bytes) -> dict:
+def _grade(body: bytearray) -> dict:
     """The reward file's answer to a request body, or an HTTPException saying what is wrong with it."""
     try:
         data = json.loads(body)
