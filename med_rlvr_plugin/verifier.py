@@ -27,9 +27,10 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, wraps
 
 LETTERS = "ABCDEFGHIJ"
+CACHED_CHARS = 16_384  # the longest prompt (and option text) the verifier caches
 SCHEMES = ("neutral", "penalized")
 FORMATS = ("lenient", "strict")
 THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE = "<think>", "</think>", "<answer>", "</answer>"
@@ -316,7 +317,20 @@ def parse_label(label: object) -> str:
     raise ValueError(f"med-rlvr: label {label!r} names no option letter; {cause}")
 
 
-@lru_cache(maxsize=4096)
+def _cached_when_short(function):
+    """`function` with an LRU cache of 4,096 entries for arguments of at most CACHED_CHARS characters;
+    longer ones are computed each time. So the cache holds at most 4,096 x 16,384 characters (64 MB of
+    ASCII) per process, whatever prompts a client sends; MedQA's prompts are 1-3 K characters."""
+    cached = lru_cache(maxsize=4096)(function)
+
+    @wraps(function)
+    def call(text):
+        return cached(text) if text is None or len(text) <= CACHED_CHARS else function(text)
+
+    return call
+
+
+@_cached_when_short
 def parse_options(prompt: str) -> dict[str, str]:
     """Option letter -> option text, from the prompt's `X. text` lines (the last line wins for a letter).
 
@@ -329,7 +343,7 @@ def _normalize(text: str) -> str:
     return " ".join(text.lower().split()).strip(_EDGE_PUNCTUATION)
 
 
-@lru_cache(maxsize=4096)
+@_cached_when_short
 def _leak_option(option_text: str | None) -> tuple[str | None, int]:
     """The option's text as `is_answer_leak` compares it, and the most words a leak of it can hold.
 

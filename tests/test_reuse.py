@@ -337,6 +337,47 @@ def test_trl_reward_without_a_label_column_names_the_columns_it_got():
         )
 
 
+def lookup(term: str) -> str:
+    """Look a term up in the formulary.
+
+    Args:
+        term: the drug or condition
+    """
+    return term
+
+
+@pytest.mark.parametrize("template", ["qwen2_5_chat_template", "qwen3_chat_template"])
+def test_trl_reward_reads_the_thinking_trls_response_schema_moves_out_of_the_content(template):
+    """With `tools=`, GRPOTrainer parses each completion with `add_response_schema`'s schema and TRL's
+    `parse_response` (TRL 1.16, run here as the trainer runs them): `<think>...</think>` goes to
+    `reasoning_content`; the reward puts it back and grades the completion as the text it was."""
+    import copy
+
+    from trl import chat_template_utils
+
+    from med_rlvr_plugin.trl_reward import med_rlvr_reward
+
+    tokenizer = copy.deepcopy(qwen25_tokenizer())  # the shared one must not change
+    tokenizer.chat_template = getattr(chat_template_utils, template)
+    chat_template_utils.add_response_schema(tokenizer)
+    prompt = render_chat_prompt(MEDQA_ROWS[0]["question"], MEDQA_ROWS[0]["options"])
+    gold = MEDQA_ROWS[0]["answer_idx"]
+    prefix = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tools=[lookup], return_dict=False)
+    texts = [
+        f"<think>\nThe findings point to {gold}.\n</think>\n\n<answer>{gold}</answer>",  # right
+        "<think>Too early to say.</think> <answer>Z</answer>",  # malformed: no option Z
+        f"<answer>{gold}</answer>",  # malformed: no thinking
+    ]
+    completions = [
+        [chat_template_utils.parse_response(tokenizer, tokenizer(text + "<|im_end|>")["input_ids"], prefix, [lookup])]
+        for text in texts
+    ]
+    assert completions[0][0]["reasoning_content"] == f"The findings point to {gold}."
+    assert "<think>" not in completions[0][0]["content"]
+    rewards = med_rlvr_reward(prompts=[prompt] * 3, completions=completions, label=[gold] * 3)
+    assert rewards == med_rlvr_reward(prompts=[prompt] * 3, completions=texts, label=[gold] * 3) == [1.0, -1.0, -1.0]
+
+
 @pytest.mark.integration
 def test_adapters_import_quietly_with_a_stray_variable_and_refuse_it_at_first_use():
     """Importing an adapter reads no configuration: a stray MED_RLVR_* variable (a typo, or another tool's)

@@ -237,11 +237,12 @@ def check_reward_server(prompt: str, label: str, rewards: dict[str, float]) -> d
 
 
 def start_reward_server(host: str) -> tuple[subprocess.Popen, str]:
-    """`--reward-server`: the reward service on `host`, a child of this process that exits with it."""
+    """`--reward-server`: the reward service on `host`, a child of this process that exits with it. On the
+    Ray job's node address it must be reachable from the other nodes: `--allow-remote`."""
     from med_rlvr_plugin import serve
 
     try:
-        return serve.start(host)
+        return serve.start(host, [] if serve.is_loopback(host) else ["--allow-remote"])
     except RuntimeError as error:
         raise LaunchError(f"--reward-server: {error}") from None
 
