@@ -17,15 +17,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from transformers import AutoTokenizer
 
 from tests.conftest import BIN, REPO, clean_env
 from tests.real_data import MEDQA_DEV, MEDQA_TEST, MMLU_PRO_HEALTH, real_file
-from tests.test_data import MEDMCQA_ORIGINAL, PUBMEDQA_ORIGINAL
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"^(?P<indent> *)```(?P<language>bash|python)\n(?P<body>.*?)^(?P=indent)```", re.M | re.S)
 # On the line before a fence: why the block is not run here, or which test file runs it with its own inputs.
 MARKER = re.compile(r"<!-- (?:not run by the tests: (?P<reason>.+?)|run by (?P<test>tests/\w+\.py)\b.*?) -->")
+OOD_FIXTURES = REPO / "tests/fixtures/ood"
 LINKED = ("med_rlvr_plugin", "launch", "data_prep", "setup.sh", "setup.cfg", "pyproject.toml", "tests")
 
 
@@ -83,11 +84,9 @@ def sandbox_template(tmp_path_factory: pytest.TempPathFactory, tiny_qwen2: Path)
     }
     for name, path in raw.items():
         (root / name).symlink_to(path)
-    # The other raw files the data page names, in their published layouts (tests/test_data.py's rows).
-    (root / "ori_pqal.json").write_text(json.dumps(PUBMEDQA_ORIGINAL))
-    truth = {pubid: row["final_decision"] for pubid, row in PUBMEDQA_ORIGINAL.items()}
-    (root / "test_ground_truth.json").write_text(json.dumps(truth))
-    (root / "dev.json").write_text("".join(json.dumps(row) + "\n" for row in MEDMCQA_ORIGINAL))
+    # The other raw files the data page names: hand-written releases in their published layouts.
+    for name in ("medmcqa/dev.json", "pubmedqa/ori_pqal.json", "pubmedqa/test_ground_truth.json", "mmlu"):
+        (root / Path(name).name).symlink_to(OOD_FIXTURES / name)
     data = root / "data"
     prepare("medqa", data / "medqa_test.jsonl", input_path=test)
     # The training split is on the hub only; the dev file's 1,272 questions stand in for it.
@@ -95,8 +94,21 @@ def sandbox_template(tmp_path_factory: pytest.TempPathFactory, tiny_qwen2: Path)
     prepare("mmlu_pro", data / "mmlu_pro_health.jsonl", input_path=real_file(MMLU_PRO_HEALTH))
     prepare("medmcqa", data / "medmcqa_dev.jsonl", input_path=root / "dev.json")
     prepare("pubmedqa", data / "pubmedqa.jsonl", input_path=root / "ori_pqal.json")
-    (root / "RUN").mkdir()
-    (root / "RUN/model").symlink_to(tiny_qwen2)
+    prepare(
+        "pubmedqa",
+        data / "pubmedqa_test.jsonl",
+        input_path=root / "ori_pqal.json",
+        ids=root / "test_ground_truth.json",
+    )
+    prepare("mmlu", data / "mmlu_medical.jsonl", input_path=root / "mmlu/test")
+    # The tiny model, made to end every response at once: the pages' commands generate up to 1,024 tokens,
+    # which a random model fills, minutes per command on a CPU. Its generation config allows only EOS.
+    model = shutil.copytree(tiny_qwen2, root / "RUN/model")
+    config = json.loads((model / "generation_config.json").read_text())
+    eos = AutoTokenizer.from_pretrained(model).eos_token_id
+    vocab = json.loads((model / "config.json").read_text())["vocab_size"]
+    config |= {"eos_token_id": eos, "suppress_tokens": [token for token in range(vocab) if token != eos]}
+    (model / "generation_config.json").write_text(json.dumps(config))
     return root
 
 
