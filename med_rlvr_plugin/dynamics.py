@@ -20,7 +20,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from med_rlvr_plugin.verifier import TAGS, Grade, count_words, parse_options
+from med_rlvr_plugin.verifier import (
+    ANSWER_CLOSE,
+    ANSWER_OPEN,
+    TAGS,
+    THINK_CLOSE,
+    THINK_OPEN,
+    Grade,
+    count_words,
+    parse_options,
+)
 
 # In order of precedence: a response belongs to the first class whose rule it meets.
 CLASSES = (
@@ -111,7 +120,12 @@ def _blocks(completion: str, well_formed: bool) -> tuple[str, str, str, str, str
     if well_formed:
         # Each tag is there once (the verifier checked): `</think>` and the answer's tags are found from the
         # end, which is near, so long thinking is never scanned.
-        at = [completion.find(TAGS[0]), *(completion.rfind(tag) for tag in TAGS[1:])]
+        at = [
+            completion.find(THINK_OPEN),
+            completion.rfind(THINK_CLOSE),
+            completion.rfind(ANSWER_OPEN),
+            completion.rfind(ANSWER_CLOSE),
+        ]
     else:
         at = [completion.find(tag) for tag in TAGS]
         if -1 in at or at != sorted(at) or any(completion.count(tag, at[0]) != 1 for tag in TAGS):
@@ -215,8 +229,9 @@ _IS_BEFORE = re.compile(r"(?:\bis|\bare|(?<!\bno )\bes|(?<![不非])是|(?<!不)
 _ENDS_AFTER = re.compile(r"\s*(?:[.,;，。]|$)|\s+(?:because|since|porque)\b")
 _NOT_THE_ANSWER = re.compile(r"(?:option |opción |选项)?[a-j]\s*(?:is|es|是)|not\b|no\b|不|并非|排除")
 # A sentence ends at . ! ? before a space, but not after "E." in "E. coli" (an abbreviation, no option letter).
-_SENTENCE_END = re.compile(r"[.!?](?=\s|$)(?!(?<=\b[A-J]\.) [a-z])|[。！？\n]")
-_MARKDOWN = str.maketrans("*_#`>", "     ")
+_SENTENCE_END = re.compile(r"[.!?\n。！？](?:(?<=[.!?])(?:(?=\s|$)(?!(?<=\b[A-J]\.) [a-z]))|(?<=[\n。！？]))")
+_MARKDOWN = re.compile(r"[*_#`>]")
+_WEIGHS = re.compile(r" or | o |还是|或")
 _ABBREVIATION = re.compile(r"[A-J]\. [a-z]")  # "E. coli ...", no option letter
 _OPENING_CHATTER = re.compile(rf"(?:[\W_]*(?:{_CHATTER.pattern}))*[\W_]*")
 
@@ -226,7 +241,7 @@ def _commits(think: str, prompt: str) -> bool:
     pleasantries are cut out (read in its first 400 characters), unless that sentence is a question or
     weighs options ("C or D")."""
     text = think[:400]
-    text = (text if text.isascii() else unicodedata.normalize("NFKC", text)).translate(_MARKDOWN)
+    text = _MARKDOWN.sub(" ", text if text.isascii() else unicodedata.normalize("NFKC", text))
     text = text[_OPENING_CHATTER.match(text).end() :]
     end = _SENTENCE_END.search(text)
     sentence = " ".join(text[: end.end() if end else None].split()).strip(" ,，;")
@@ -234,28 +249,26 @@ def _commits(think: str, prompt: str) -> bool:
     if sentence.endswith(("?", "？")) or _ABBREVIATION.match(sentence):
         return False
     sentence = sentence.lower().rstrip(".!。！")
-    if any(word in sentence[:60] for word in (" or ", " o ", "还是", "或")):
+    if _WEIGHS.search(sentence, 0, 60):
         return False
-    if _commit_pattern(prompt).match(sentence):
+    commit, option = _commit_patterns(prompt)
+    if commit.match(sentence):
         return True
-    if _NOT_THE_ANSWER.match(sentence):
-        return False
-    for text in _options(prompt):
-        at = sentence.find(text)
-        if (
-            at > 0
-            and _IS_BEFORE.search(sentence[max(0, at - 12) : at])
-            and _ENDS_AFTER.match(sentence, at + len(text))
-        ):
-            return True
-    return False
+    named = option.search(sentence, 1)
+    return (
+        named is not None
+        and not _NOT_THE_ANSWER.match(sentence)
+        and _IS_BEFORE.search(sentence, max(0, named.start() - 12), named.start()) is not None
+        and _ENDS_AFTER.match(sentence, named.end()) is not None
+    )
 
 
 @lru_cache(maxsize=4096)
-def _commit_pattern(prompt: str) -> re.Pattern:
+def _commit_patterns(prompt: str) -> tuple[re.Pattern, re.Pattern]:
+    """`_COMMIT` for the prompt's options, and its options' texts alone."""
     letter = r"(?:\([a-j]\)|\[[a-j]\]|[a-j](?=$|[\s.,:;)，。：\u4e00-\u9fff]))"
     option = "(?:" + ("|".join(re.escape(text) for text in _options(prompt)) or r"(?!x)x") + ")"
-    return re.compile(_COMMIT.format(letter=letter, option=option))
+    return re.compile(_COMMIT.format(letter=letter, option=option)), re.compile(option)
 
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -282,7 +295,10 @@ def repetition(think: str) -> float:
         words = _TOKEN.findall(think[:20_000].lower())[:2000]
         size = 6 if 2 * sum(len(word) == 1 and word >= "\u3040" for word in words) > len(words) else 3
     count = len(words) - size + 1
-    return 1 - len(set(zip(*(words[offset:] for offset in range(size)), strict=False))) / count if count >= 8 else 0.0
+    if count < 8:
+        return 0.0
+    grams = zip(*[words[offset:] for offset in range(size)], strict=False)
+    return 1 - len(set(grams)) / count
 
 
 @dataclass(frozen=True)

@@ -478,6 +478,11 @@ def count_words(text: str) -> int:
     """
     if text.isascii():
         return (" " + text).encode().translate(_SPACE_OR_WORD).count(b" x")
+    try:
+        text.encode("latin-1")  # a copy when every character is below U+0100 (no CJK), else stops at once
+        return len(text.split())
+    except UnicodeEncodeError:
+        pass
     spaced, runs = _UNSPACED_LETTERS.subn(" ", text)
     if not runs:
         return len(text.split())
