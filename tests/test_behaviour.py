@@ -54,6 +54,8 @@ def classify(prompt: str, response: str, label: str = "C", **config) -> tuple[st
         (f" <think>Not the left main, since {REASONING}</think><answer>C</answer>", "concise_structurer"),
         (f" <think>The answer is not D: {REASONING}</think><answer>C</answer>", "concise_structurer"),
         (f" <think>{REASONING}So the answer is C.</think><answer>C</answer>", "concise_structurer"),
+        (f" <think>E. coli is beside the point. {REASONING}</think><answer>C</answer>", "concise_structurer"),
+        (f" Okay, here it is. <think>{REASONING}</think><answer>C</answer>", "concise_structurer"),
         # The verbose formatter repeats itself; length alone is not verbose, repetition at any length is.
         (f" <think>{REASONING * 5}</think><answer>C</answer>", "verbose_formatter"),
         (f" <think>{'Inferior MI, RCA. ' * 4}</think><answer>C</answer>", "verbose_formatter"),
