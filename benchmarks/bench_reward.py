@@ -141,6 +141,7 @@ def main() -> None:
     reward_func = load_reward_func()
     realistic(reward_func, args.repeats)
     truncated(reward_func, args.repeats)
+    new_prompts(reward_func, args.repeats)
     adapters(reward_func, args.repeats)
     sampling(reward_func, args.repeats)
     word_counts(args.repeats)
@@ -171,6 +172,16 @@ def truncated(reward_func, repeats: int) -> None:
     for label, kept in (("whole prompt", len(PROMPT)), ("half survives", len(PROMPT) // 2), ("10 chars survive", 10)):
         ours = statistics.median(per_call_seconds(reward_func, PROMPT[-kept:] + response, repeats)) * 1e6
         print(f"{label:>24}: {ours:8.1f}")
+
+
+def new_prompts(reward_func, repeats: int) -> None:
+    # Training sends new questions every step: what is cached per prompt (its options) is paid once each.
+    print("\na new prompt every call against one prompt throughout, 255 think words: median per call (us)")
+    response = f"<think>{SENTENCE * 15}</think>\n<answer>C</answer><|endoftext|>"
+    prompts = [PROMPT.replace("A 52-year-old", f"A {index}-year-old", 1) for index in range(repeats)]
+    fresh = statistics.median(per_call_seconds(reward_func, prompt + response, 1, prompt)[0] for prompt in prompts)
+    same = statistics.median(per_call_seconds(reward_func, PROMPT + response, repeats))
+    print(f"{'new prompt':>24}: {fresh * 1e6:8.1f}   same prompt {same * 1e6:8.1f}   x{fresh / same:.2f}")
 
 
 def adapters(reward_func, repeats: int) -> None:

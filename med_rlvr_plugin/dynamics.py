@@ -187,41 +187,53 @@ def _beside_answer(block: str, prompt: str) -> str:
     if len(block) == 1:
         return ""
     match = _ANSWER_LEAD.match(block)
-    rest = block[match.end() :] if match else block
-    for text in _options(prompt):
-        if rest.lower().startswith(text):
+    # Compared without punctuation: the lead's `\W*` may have taken an option's opening "↑" or quote.
+    rest = _plain(block[match.end() :] if match else block)
+    for text in _options(prompt, plain=True):
+        if rest.startswith(text):
             return rest[len(text) :]
     return rest
 
 
+def _plain(text: str) -> str:
+    return " ".join(_NOT_A_WORD.sub(" ", text.lower()).split())
+
+
 @lru_cache(maxsize=4096)
-def _options(prompt: str) -> tuple[str, ...]:
-    """The prompt's option texts, lower case, longest first (so one that starts another is tried last)."""
-    texts = {" ".join(text.lower().split()).rstrip(".") for text in parse_options(prompt).values()}
+def _options(prompt: str, plain: bool = False) -> tuple[str, ...]:
+    """The prompt's option texts, lower case (`plain`: and without punctuation), longest first (so one
+    that starts another is tried last)."""
+    texts = {
+        _plain(text) if plain else " ".join(text.lower().split()).rstrip(".")
+        for text in parse_options(prompt).values()
+    }
     return tuple(sorted(texts, key=len, reverse=True))
 
 
-# A committed answer, in the first sentence of the thinking (lower case, markdown and pleasantries gone).
-# `{letter}`: an option letter in its usual forms (a bare lower-case letter only at the sentence's end, so
-# "the answer is a" is a letter but not "the answer is a tricky one"); `{option}`: the prompt's option texts.
-_COMMIT = (
-    # "C.", "(C) - ...", "Option C:", "C, because ...": a letter alone, then punctuation or the end.
-    r"^(?:option |choice |opción |选项)?{letter}(?:\s*[.,:;)\-–—，。：]|$)(?!\s*(?:[a-j]\b|or\b|o\b|y\b|and\b))"
-    # "Right coronary artery. ...", "急性阑尾炎。...": the option's text alone, then punctuation or a reason.
-    r"|^(?:the |la |el )?{option}(?:\s*(?:[.,:;\-–—，。：]|$)|\s+(?:because|since|as|given|porque|ya que)\b|因为)"
-    # "C is the answer", "Hashimoto thyroiditis is correct", "B是正确答案", "A es la respuesta".
-    r"|^(?:option |opción )?(?:{letter}|(?:the |la |el )?{option})(?:[.)]? ?{option})?\s*"
-    r"(?:is|are|es|是|为)\s*(?:the |la |el )?"
-    r"(?:correct|right|best|most likely|final|correcta|正确|answer|respuesta|答案)"
-    # "The answer is C", "Final answer - C", "the correct choice is c", "La respuesta correcta es la A",
-    # "答案：B", "本题选B", "I think the answer is C", "It's C".
-    r"|^(?:(?:so|i think|i believe|creo que|我认为|我觉得)[, ]*)?(?:the |my |la |el )?"
-    r"(?:(?:correct|right|final|best) )?(?:answer|choice|option|respuesta|opción)(?: correcta| final| correct)?"
-    r"\s*(?:is|es|:|-|–|—|=)\s*(?:probably |likely |la |el )?(?:{letter}|{option}|(?!not\b|no\b|either\b)\w+(?! or\b))"
-    r"|^(?:本题|应|故)?(?:正确)?(?:答案(?:是|为|选)?|选择?)\s*[:：]?\s*(?:{letter}|{option})"
-    r"|^it(?:'s| is) (?:the )?(?:{letter}|{option})"
-    # "The RCA is the answer": whatever comes first, named the answer.
-    r"|^(?:\S+ ){{0,5}}(?:is|es|是) (?:the |la )?(?:correct |right |final )?(?:answer|respuesta)\b"
+# A committed answer, in the first sentence of the thinking (lower case, markdown and pleasantries gone, the
+# first option's text found in it replaced by "\0", see `_commits`). `{letter}`: an option letter in its
+# usual forms (a bare letter only before punctuation, a space or the end, so "the answer is a" is a letter
+# but not "the answer is a tricky one"). Compiled once: the prompt's options never enter the pattern.
+_LETTER = r"(?:\([a-j]\)|\[[a-j]\]|[a-j](?=$|[\s.,:;)，。：\u4e00-\u9fff]))"
+_COMMIT = re.compile(
+    (
+        # "C.", "(C) - ...", "Option C:", "C, because ...": a letter alone, then punctuation or the end.
+        r"(?:option |choice |opción |选项)?{letter}(?:\s*[.,:;)\-–—，。：]|$)(?!\s*(?:[a-j]\b|or\b|o\b|y\b|and\b))"
+        # "Right coronary artery. ...", "急性阑尾炎。...": the option's text alone, then punctuation or a reason.
+        r"|(?:the |la |el )?\0(?:\s*(?:[.,:;\-–—，。：]|$)|\s+(?:because|since|as|given|porque|ya que)\b|因为)"
+        # "C is the answer", "Hashimoto thyroiditis is correct", "B是正确答案", "A es la respuesta".
+        r"|(?:option |opción )?(?:{letter}|(?:the |la |el )?\0)(?:[.)]? ?\0)?\s*(?:is|are|es|是|为)\s*"
+        r"(?:the |la |el )?(?:correct|right|best|most likely|final|correcta|正确|answer|respuesta|答案)"
+        # "The answer is C", "Final answer - C", "the correct choice is c", "La respuesta correcta es la A",
+        # "答案：B", "本题选B", "I think the answer is C", "It's C".
+        r"|(?:(?:so|i think|i believe|creo que|我认为|我觉得)[, ]*)?(?:the |my |la |el )?"
+        r"(?:(?:correct|right|final|best) )?(?:answer|choice|option|respuesta|opción)(?: correcta| final| correct)?"
+        r"\s*(?:is|es|:|-|–|—|=)\s*(?:probably |likely |la |el )?(?:{letter}|\0|(?!not\b|no\b|either\b)\w+(?! or\b))"
+        r"|(?:本题|应|故)?(?:正确)?(?:答案(?:是|为|选)?|选择?)\s*[:：]?\s*(?:{letter}|\0)"
+        r"|it(?:'s| is) (?:the )?(?:{letter}|\0)"
+        # "The RCA is the answer": whatever comes first, named the answer.
+        r"|(?:\S+ ){{0,5}}(?:is|es|是) (?:the |la )?(?:correct |right |final )?(?:answer|respuesta)\b"
+    ).format(letter=_LETTER)
 )
 # "The most appropriate treatment ... is Ketotifen eye drops.", "最可能的诊断是桥本甲状腺炎。": an option's text
 # right after "is" and ending the sentence (`_commits`); "A is ..." describes an option, not the answer.
@@ -251,24 +263,23 @@ def _commits(think: str, prompt: str) -> bool:
     sentence = sentence.lower().rstrip(".!。！")
     if _WEIGHS.search(sentence, 0, 60):
         return False
-    commit, option = _commit_patterns(prompt)
-    if commit.match(sentence):
+    # The first option's text, as a whole word (CJK has no word boundaries), becomes "\0".
+    for option in _options(prompt):
+        at = sentence.find(option)
+        end = at + len(option)
+        whole = not sentence[at - 1 : at].isalnum() and not sentence[end : end + 1].isalnum()
+        if at >= 0 and (whole or option[0] >= "\u2e80"):
+            sentence = sentence[:at] + "\0" + sentence[end:]
+            break
+    if _COMMIT.match(sentence):
         return True
-    named = option.search(sentence, 1)
+    at = sentence.find("\0")
     return (
-        named is not None
+        at > 0
         and not _NOT_THE_ANSWER.match(sentence)
-        and _IS_BEFORE.search(sentence, max(0, named.start() - 12), named.start()) is not None
-        and _ENDS_AFTER.match(sentence, named.end()) is not None
+        and _IS_BEFORE.search(sentence, max(0, at - 12), at) is not None
+        and _ENDS_AFTER.match(sentence, at + 1) is not None
     )
-
-
-@lru_cache(maxsize=4096)
-def _commit_patterns(prompt: str) -> tuple[re.Pattern, re.Pattern]:
-    """`_COMMIT` for the prompt's options, and its options' texts alone."""
-    letter = r"(?:\([a-j]\)|\[[a-j]\]|[a-j](?=$|[\s.,:;)，。：\u4e00-\u9fff]))"
-    option = "(?:" + ("|".join(re.escape(text) for text in _options(prompt)) or r"(?!x)x") + ")"
-    return re.compile(_COMMIT.format(letter=letter, option=option)), re.compile(option)
 
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"

@@ -15,7 +15,8 @@ import pytest
 from med_rlvr_plugin.dynamics import CLASSES, Thresholds, behaviour, explain, repetition
 from med_rlvr_plugin.prompts import render_prompt
 from med_rlvr_plugin.reward import score_sample
-from med_rlvr_plugin.verifier import config_from_env, grade_response
+from med_rlvr_plugin.verifier import LETTERS, config_from_env, grade_response
+from tests.real_data import MEDQA_TEST, MMLU_PRO_HEALTH, real_file
 
 DATA = Path(__file__).resolve().parent / "data"
 REPO = DATA.parents[1]
@@ -98,6 +99,18 @@ def test_the_exploit_inside_the_answer_block_earns_full_reward_and_is_reported_t
     )
     plain = score_sample(MI + " <think>Inferior MI.</think> <answer>C. Right coronary artery</answer>", MI, "C")
     assert plain.behaviour == "concise_structurer"
+
+
+def test_every_real_option_written_out_in_the_answer_block_is_no_reasoning():
+    # Options open with arrows and quotes, hold commas and parentheses: the answer is compared without them.
+    for path in (real_file(MEDQA_TEST), real_file(MMLU_PRO_HEALTH)):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            options = list(row["options"].values()) if isinstance(row["options"], dict) else row["options"]
+            prompt = render_prompt(row["question"], options)
+            for letter, option in zip(LETTERS, options, strict=False):
+                response = f" <think>Reasoning.</think><answer>{letter}. {option}</answer>"
+                assert classify(prompt, response, letter)[0] != "step_by_step_exploit", option
 
 
 def test_pleasantries_outside_the_thinking_are_not_reasoning_and_strict_format_fails_them():
