@@ -217,8 +217,11 @@ def _options(prompt: str, plain: bool = False) -> tuple[str, ...]:
 _LETTER = r"(?:\([a-j]\)|\[[a-j]\]|[a-j](?=$|[\s.,:;)，。：\u4e00-\u9fff]))"
 _COMMIT = re.compile(
     (
-        # "C.", "(C) - ...", "Option C:", "C, because ...": a letter alone, then punctuation or the end.
-        r"(?:option |choice |opción |选项)?{letter}(?:\s*[.,:;)\-–—，。：]|$)(?!\s*(?:[a-j]\b|or\b|o\b|y\b|and\b))"
+        # "C.", "(C) - ...", "Option C:", "C, because ...", "Sin duda, la A.": a letter alone (after an
+        # assurance), then punctuation or the end.
+        r"(?:(?:sin duda|definitely|clearly|certainly|without (?:a )?doubt|claramente|肯定)[, ，]*)?"
+        r"(?:option |choice |opción |选项|la |el )?{letter}(?:\s*[.,:;)\-–—，。：]|$)"
+        r"(?!\s*(?:[a-j]\b|or\b|o\b|y\b|and\b))"
         # "Right coronary artery. ...", "急性阑尾炎。...": the option's text alone, then punctuation or a reason.
         r"|(?:the |la |el )?\0(?:\s*(?:[.,:;\-–—，。：]|$)|\s+(?:because|since|as|given|porque|ya que)\b|因为)"
         # "C is the answer", "Hashimoto thyroiditis is correct", "B是正确答案", "A es la respuesta".
@@ -226,10 +229,15 @@ _COMMIT = re.compile(
         r"(?:the |la |el )?(?:correct|right|best|most likely|final|correcta|正确|answer|respuesta|答案)"
         # "The answer is C", "Final answer - C", "the correct choice is c", "La respuesta correcta es la A",
         # "答案：B", "本题选B", "I think the answer is C", "It's C".
-        r"|(?:(?:so|i think|i believe|creo que|我认为|我觉得)[, ]*)?(?:the |my |la |el )?"
+        r"|(?:(?:so|i think|i believe|creo que|我认为|我觉得)[, ]*)?(?:the |my |la |el |mi )?"
         r"(?:(?:correct|right|final|best) )?(?:answer|choice|option|respuesta|opción)(?: correcta| final| correct)?"
         r"\s*(?:is|es|:|-|–|—|=)\s*(?:probably |likely |la |el )?(?:{letter}|\0|(?!not\b|no\b|either\b)\w+(?! or\b))"
-        r"|(?:本题|应|故)?(?:正确)?(?:答案(?:是|为|选)?|选择?)\s*[:：]?\s*(?:{letter}|\0)"
+        r"|(?:本题|应|故|我)?(?:正确)?(?:答案(?:是|为|选)?|选择?)\s*[:：]?\s*(?:{letter}|\0)"
+        r"|(?:应该|应当|肯定|一定|就)(?:是|选)\s*(?:{letter}|\0)"
+        # "I'd go with C", "Diagnosis: Hashimoto thyroiditis", "诊断：桥本甲状腺炎".
+        r"|(?:i'?d|i'?ll|i will|i would)? ?(?:go with|choose|pick|select) (?:option )?(?:{letter}|\0)"
+        r"|(?:(?:the |la |el )?(?:most likely |final |más probable )?(?:diagnosis|treatment|cause|diagnóstico|"
+        r"tratamiento|causa)|诊断|治疗)\s*[:：\-–—]\s*(?:{letter}|\0)"
         r"|it(?:'s| is) (?:the )?(?:{letter}|\0)"
         # "The RCA is the answer": whatever comes first, named the answer.
         r"|(?:\S+ ){{0,5}}(?:is|es|是) (?:the |la )?(?:correct |right |final )?(?:answer|respuesta)\b"

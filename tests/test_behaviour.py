@@ -1,9 +1,11 @@
 """The per-response behaviour classes: their rules, and their agreement with a corpus labelled by hand.
 
-tests/data/behaviour_corpus.jsonl holds 222 responses written and labelled by hand before the rules were
-tuned, each with its class, for the step-by-step exploit where the reasoning is, a one-line reason, and a
-split: "tuning" (the rules and thresholds were adjusted until these agreed) or "held_out" (run once, after
-tuning). The questions they answer are in tests/data/behaviour_questions.json.
+tests/data/behaviour_corpus.jsonl holds 252 responses written and labelled by hand, each with its class,
+for the step-by-step exploit where the reasoning is, a one-line reason, and a split: "tuning" (written
+before the rules; the rules and thresholds were adjusted until these agreed), "held_out" (written with
+them, run once the rules were done) and "held_out_2" (written after the rules were done, then run). The
+first-run agreement of each held-out part is in docs/dynamics.md. The questions they answer are in
+tests/data/behaviour_questions.json.
 """
 
 import json
@@ -199,15 +201,15 @@ def test_the_corpus_covers_every_class_borderline_and_three_languages():
     }
     languages = Counter(row["question"].rpartition("_")[2] if "_" in row["question"] else "en" for row in CORPUS)
     assert set(languages) == {"en", "es", "zh"} and min(languages.values()) >= 40
-    assert all(row["reason"] and row["split"] in ("tuning", "held_out") for row in CORPUS)
-    assert sum(row["split"] == "held_out" for row in CORPUS) >= 60
+    assert all(row["reason"] and row["split"] in ("tuning", "held_out", "held_out_2") for row in CORPUS)
+    assert sum(row["split"] != "tuning" for row in CORPUS) >= 100
 
 
 def test_the_rules_agree_with_the_hand_labels(capsys):
     results = corpus_results()
     table = confusion_table(results)
     agreed, total = agreement(results)
-    held = [(row, got) for row, got in results if row["split"] == "held_out"]
+    held = [(row, got) for row, got in results if row["split"] != "tuning"]
     held_agreed, held_total = agreement(held)
     with capsys.disabled():
         print(f"\n{table}\nagreement: {agreed}/{total}; held out of tuning: {held_agreed}/{held_total}")
