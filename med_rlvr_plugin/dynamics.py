@@ -18,7 +18,6 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 from med_rlvr_plugin.verifier import (
     ANSWER_CLOSE,
@@ -27,6 +26,7 @@ from med_rlvr_plugin.verifier import (
     THINK_CLOSE,
     THINK_OPEN,
     Grade,
+    cached_when_short,
     count_words,
     parse_options,
 )
@@ -189,7 +189,7 @@ def _beside_answer(block: str, prompt: str) -> str:
     match = _ANSWER_LEAD.match(block)
     # Compared without punctuation: the lead's `\W*` may have taken an option's opening "↑" or quote.
     rest = _plain(block[match.end() :] if match else block)
-    for text in _options(prompt, plain=True):
+    for text in _options(prompt)[1]:
         if rest.startswith(text):
             return rest[len(text) :]
     return rest
@@ -199,15 +199,13 @@ def _plain(text: str) -> str:
     return " ".join(_NOT_A_WORD.sub(" ", text.lower()).split())
 
 
-@lru_cache(maxsize=4096)
-def _options(prompt: str, plain: bool = False) -> tuple[str, ...]:
-    """The prompt's option texts, lower case (`plain`: and without punctuation), longest first (so one
-    that starts another is tried last)."""
-    texts = {
-        _plain(text) if plain else " ".join(text.lower().split()).rstrip(".")
-        for text in parse_options(prompt).values()
-    }
-    return tuple(sorted(texts, key=len, reverse=True))
+@cached_when_short
+def _options(prompt: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The prompt's option texts in lower case, and the same without punctuation (`_plain`), each longest
+    first (so one that starts another is tried last). Cached as `parse_options` is."""
+    texts = parse_options(prompt).values()
+    lower = {" ".join(text.lower().split()).rstrip(".") for text in texts}
+    return tuple(sorted(lower, key=len, reverse=True)), tuple(sorted(map(_plain, texts), key=len, reverse=True))
 
 
 # A committed answer, in the first sentence of the thinking (lower case, markdown and pleasantries gone, the
@@ -274,7 +272,7 @@ def _commits(think: str, prompt: str) -> bool:
     if _WEIGHS.search(sentence, 0, 60):
         return False
     # The first option's text, as a whole word (CJK has no word boundaries), becomes "\0".
-    for option in _options(prompt):
+    for option in _options(prompt)[0]:
         at = sentence.find(option)
         if at < 0:
             continue

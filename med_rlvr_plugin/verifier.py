@@ -318,7 +318,7 @@ def parse_label(label: object) -> str:
     raise ValueError(f"med-rlvr: label {label!r} names no option letter; {cause}")
 
 
-def _cached_when_short(function):
+def cached_when_short(function):
     """`function` with an LRU cache of 4,096 entries for arguments of at most CACHED_CHARS characters;
     longer ones are computed each time. So the cache holds at most 4,096 x 16,384 characters (64 MB of
     ASCII) per process, whatever prompts a client sends; MedQA's prompts are 1-3 K characters."""
@@ -331,7 +331,7 @@ def _cached_when_short(function):
     return call
 
 
-@_cached_when_short
+@cached_when_short
 def parse_options(prompt: str) -> dict[str, str]:
     """Option letter -> option text, from the prompt's `X. text` lines (the last line wins for a letter).
 
@@ -344,7 +344,7 @@ def _normalize(text: str) -> str:
     return " ".join(text.lower().split()).strip(_EDGE_PUNCTUATION)
 
 
-@_cached_when_short
+@cached_when_short
 def _leak_option(option_text: str | None) -> tuple[str | None, int]:
     """The option's text as `is_answer_leak` compares it, and the most words a leak of it can hold.
 
