@@ -202,8 +202,10 @@ def _plain(text: str) -> str:
 @cached_when_short
 def _options(prompt: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The prompt's option texts in lower case, and the same without punctuation (`_plain`), each longest
-    first (so one that starts another is tried last). Cached as `parse_options` is."""
-    texts = parse_options(prompt).values()
+    first (so one that starts another is tried last). Cached as `parse_options` is. Texts over 2,000
+    characters are left out: no sentence or answer block read here is that long (MedQA's longest option
+    has 235), and a prompt's megabyte line costs no time."""
+    texts = [text for text in parse_options(prompt).values() if len(text) <= 2000]
     lower = {" ".join(text.lower().split()).rstrip(".") for text in texts}
     return tuple(sorted(lower, key=len, reverse=True)), tuple(sorted(map(_plain, texts), key=len, reverse=True))
 

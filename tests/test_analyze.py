@@ -261,7 +261,7 @@ def test_calls_written_out_of_order_by_threads_and_a_restarted_count_keep_the_st
     def sample(step, call, offset=0.0):
         when = START + (step - 1) * STEP_SECONDS + offset + call % 10
         return {"time": when, "call": call, "file": "f", "class": score.behaviour, "logs": score.metrics,
-                "grade": grade, "label": "B"}  # fmt: skip
+                "grade": grade, "label": "B", "why": score.reason}  # fmt: skip
 
     first = [sample(1 + (call - 1) // 10, call) for call in range(1, 141)]
     first[20:22] = first[21], first[20]

@@ -403,6 +403,8 @@ def test_a_synthetic_run_through_openrlhf_is_analysed_end_to_end(monkeypatch, tm
         section = report.split(f"### {name} ")[1].split("###")[0]
         assert section.count("```text") == 2 and section.count(f", {classes[index]}, reward") == 2
         assert section.count(STAGE_RESPONSES[index].strip()[:40]) == 2
+    # Each example says why it is in its class; the exploit's, where the reasoning was.
+    assert report.split("### Step-by-Step Exploit ")[1].count("(reasoning before think):") == 2
     for name in ("behaviour.png", "rates.png", "lengths.png"):
         assert_plot(tmp_path / "out" / name)
     assert "Direct Answer Hacker: training steps" in capsys.readouterr().out
