@@ -15,7 +15,9 @@ logged metrics). Targets: `grade_response` at most 1.5x the pure floor on realis
 reward file within 3x of the tensor floor; `grade_response` on a 1 MB adversarial response or prompt
 option line under 10 ms on an idle machine (the reward file under 50 ms); time growing linearly with
 length (each doubling of the input about doubles the time); rollout sampling (docs/dynamics.md) at a
-share of 0.1 within 1.25x of sampling off (a drawn call adds its JSON line and one write).
+share of 0.1 within 1.25x of sampling off (a drawn call adds its JSON line and one write). Also: the word
+count of thinking in Chinese and in Spanish (`count_words`, each CJK character a word) beside `str.split`,
+the whitespace count it replaced.
 
     python benchmarks/bench_reward.py [--repeats 2000]
 """
@@ -33,7 +35,7 @@ from unittest import mock
 import torch
 
 from med_rlvr_plugin.prompts import render_prompt
-from med_rlvr_plugin.verifier import grade_response
+from med_rlvr_plugin.verifier import count_words, grade_response
 
 REWARD_FILE = Path(__file__).resolve().parents[1] / "med_rlvr_plugin" / "openrlhf_reward.py"
 PROMPT = render_prompt(
@@ -139,8 +141,10 @@ def main() -> None:
     reward_func = load_reward_func()
     realistic(reward_func, args.repeats)
     truncated(reward_func, args.repeats)
+    new_prompts(reward_func, args.repeats)
     adapters(reward_func, args.repeats)
     sampling(reward_func, args.repeats)
+    word_counts(args.repeats)
     adversarial_inputs(reward_func)
 
 
@@ -168,6 +172,16 @@ def truncated(reward_func, repeats: int) -> None:
     for label, kept in (("whole prompt", len(PROMPT)), ("half survives", len(PROMPT) // 2), ("10 chars survive", 10)):
         ours = statistics.median(per_call_seconds(reward_func, PROMPT[-kept:] + response, repeats)) * 1e6
         print(f"{label:>24}: {ours:8.1f}")
+
+
+def new_prompts(reward_func, repeats: int) -> None:
+    # Training sends new questions every step: what is cached per prompt (its options) is paid once each.
+    print("\na new prompt every call against one prompt throughout, 255 think words: median per call (us)")
+    response = f"<think>{SENTENCE * 15}</think>\n<answer>C</answer><|endoftext|>"
+    prompts = [PROMPT.replace("A 52-year-old", f"A {index}-year-old", 1) for index in range(repeats)]
+    fresh = statistics.median(per_call_seconds(reward_func, prompt + response, 1, prompt)[0] for prompt in prompts)
+    same = statistics.median(per_call_seconds(reward_func, PROMPT + response, repeats))
+    print(f"{'new prompt':>24}: {fresh * 1e6:8.1f}   same prompt {same * 1e6:8.1f}   x{fresh / same:.2f}")
 
 
 def adapters(reward_func, repeats: int) -> None:
@@ -199,6 +213,17 @@ def sampling(reward_func, repeats: int) -> None:
             sampled = load_reward_func({"MED_RLVR_ROLLOUT_SAMPLES": fraction, "MED_RLVR_ROLLOUT_DIR": folder})
             ours = statistics.mean(per_call_seconds(sampled, query, repeats)) * 1e6
             print(f"{'share ' + fraction:>24}: {ours:8.1f}   x{ours / off:.2f}")
+
+
+def word_counts(repeats: int) -> None:
+    print("\nword count of a thinking block: median per call (us), count_words beside str.split, called alternately")
+    chinese = "患者下壁导联ST段抬高，提示下壁心肌梗死，右冠状动脉供应下壁，所以最可能闭塞的是右冠状动脉。" * 6
+    spanish = (
+        "La elevación del ST en II, III y aVF indica un infarto inferior, irrigado por la coronaria derecha. " * 15
+    )
+    for name, text in (("English, 255 words", SENTENCE * 15), ("Spanish", spanish), ("Chinese", chinese)):
+        ours, split = paired_medians(count_words, lambda text: len(text.split()), (text,), repeats)
+        print(f"{name:>24}: {ours * 1e6:8.2f} {split * 1e6:8.2f}   x{ours / split:.2f}   ({count_words(text)} words)")
 
 
 def adversarial_inputs(reward_func) -> None:

@@ -24,7 +24,8 @@ Reward (reaches the reward function in every rollout actor on every node):
                            scale). What it tests is whether a wrong answer should score above a malformed one.
   --format F               lenient (default, the paper's) | strict (nothing may precede <think>)
   --leak-penalty X         subtract X when <think> merely states the answer (default 0 = off)
-  --min-think-words N      thinking shorter than N words loses --short-think-penalty (default 0 = off)
+  --min-think-words N      thinking shorter than N words loses --short-think-penalty (default 0 = off); each CJK
+                           character counts as a word
   --short-think-penalty X  (default 1.0; only with --min-think-words > 0)
   --reward-server          grade through an HTTP reward service (python -m med_rlvr_plugin.serve) that the
                            launcher starts on the head node for the run, instead of loading the reward file

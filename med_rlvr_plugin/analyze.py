@@ -330,7 +330,7 @@ def timeline_markdown(summary: Mapping, stages: Sequence[Stage], placed: Placed 
                 lines += [
                     f"{axis.capitalize()} {pick['x']} ({_utc(pick['time'])}), "
                     f"{pick['class'].replace('_', ' ')}, reward {pick['reward']:g}, label {pick['label']}, "
-                    f"answer {pick['letter'] or 'none'}:",
+                    f"answer {pick['letter'] or 'none'} ({pick['why']}):",
                     "",
                     _fenced(pick["completion"], pick["chars"]),
                     "",

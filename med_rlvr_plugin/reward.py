@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from med_rlvr_plugin.dynamics import CLASSES, behaviour
+from med_rlvr_plugin.dynamics import CLASSES, explain
 from med_rlvr_plugin.verifier import Grade, RewardConfig, grade_response
 
 # The metrics of one response, the vocabulary every tool uses. OpenRLHF averages each over a step into
@@ -30,16 +30,17 @@ METRICS = (
 
 @dataclass(frozen=True)
 class Score:
-    """One scored sample: the verifier's verdict, the response's behaviour class and its metrics."""
+    """One scored sample: the verifier's verdict, the response's behaviour class (and why) and its metrics."""
 
     grade: Grade
     behaviour: str
     metrics: dict[str, float]
+    reason: str = ""  # why the response is in its class: for the exploit, where the reasoning was
 
 
 def score_grade(grade: Grade, prompt: str) -> Score:
     """The behaviour class and METRICS of a graded response to `prompt`."""
-    kind = behaviour(grade, prompt)
+    kind, reason = explain(grade, prompt)
     values = (
         grade.correct,
         grade.well_formed,
@@ -50,7 +51,7 @@ def score_grade(grade: Grade, prompt: str) -> Score:
         not grade.prompt_found,
         *(name == kind for name in CLASSES),
     )
-    return Score(grade, kind, {key: float(value) for key, value in zip(METRICS, values, strict=True)})
+    return Score(grade, kind, {key: float(value) for key, value in zip(METRICS, values, strict=True)}, reason)
 
 
 def score_sample(query: str, prompt: str, label: object, config: RewardConfig = RewardConfig()) -> Score:

@@ -66,7 +66,7 @@ def rollout_samples(folder: Path, bad: BadLines, cut: list[str]) -> Iterator[dic
                 continue
             call = call if isinstance(call, int) else None
             sample = {"time": when, "call": call, "file": path.name, "class": score.behaviour, "grade": grade}
-            yield {**sample, "logs": score.metrics, "label": record.get("label")}
+            yield {**sample, "why": score.reason, "logs": score.metrics, "label": record.get("label")}
 
 
 @dataclass
@@ -95,7 +95,7 @@ class Placed:
             pick = {"x": x, "time": when, "class": sample["class"], "reward": grade.reward, "label": sample["label"]}
             text = grade.completion
             self.picks[(x, sample["class"])] = {**pick, "letter": grade.letter, "completion": text[:EXAMPLE_CHARS],
-                                                "chars": len(text)}  # fmt: skip
+                                                "chars": len(text), "why": sample["why"]}  # fmt: skip
 
 
 def place_samples(read: Callable[[bool], Iterable[dict]], logged: Sequence[tuple[float, int]], bins: int) -> Placed:

@@ -106,7 +106,8 @@ class RewardConfig:
     leak_penalty: subtracted when the thinking block merely states the chosen option (see
         `is_answer_leak`): the paper's "direct answer hacker" stage. 0 turns it off.
     min_think_words, short_think_penalty: a well-formed response whose thinking block has fewer than
-        `min_think_words` whitespace-separated words loses `short_think_penalty`. 0 words turns it off.
+        `min_think_words` words (`count_words`: each CJK character is one) loses `short_think_penalty`.
+        0 words turns it off.
     """
 
     scheme: str = "neutral"
@@ -317,7 +318,7 @@ def parse_label(label: object) -> str:
     raise ValueError(f"med-rlvr: label {label!r} names no option letter; {cause}")
 
 
-def _cached_when_short(function):
+def cached_when_short(function):
     """`function` with an LRU cache of 4,096 entries for arguments of at most CACHED_CHARS characters;
     longer ones are computed each time. So the cache holds at most 4,096 x 16,384 characters (64 MB of
     ASCII) per process, whatever prompts a client sends; MedQA's prompts are 1-3 K characters."""
@@ -330,7 +331,7 @@ def _cached_when_short(function):
     return call
 
 
-@_cached_when_short
+@cached_when_short
 def parse_options(prompt: str) -> dict[str, str]:
     """Option letter -> option text, from the prompt's `X. text` lines (the last line wins for a letter).
 
@@ -343,7 +344,7 @@ def _normalize(text: str) -> str:
     return " ".join(text.lower().split()).strip(_EDGE_PUNCTUATION)
 
 
-@_cached_when_short
+@cached_when_short
 def _leak_option(option_text: str | None) -> tuple[str | None, int]:
     """The option's text as `is_answer_leak` compares it, and the most words a leak of it can hold.
 
@@ -351,7 +352,7 @@ def _leak_option(option_text: str | None) -> tuple[str | None, int]:
     and the option's words. Cached, like `parse_options`: every response to a prompt names one of its options.
     """
     option = _normalize(option_text) if option_text else None
-    return option, (len(option.split()) + 10 if option else 10)
+    return option, (count_words(option) + 10 if option else 10)
 
 
 def is_answer_leak(think: str, letter: str, option_text: str | None, *, think_words: int | None = None) -> bool:
@@ -361,12 +362,11 @@ def is_answer_leak(think: str, letter: str, option_text: str | None, *, think_wo
     exactly: the chosen letter in any answer-block form (`C`, `(C)`, `The answer is C.`), that letter
     followed by the option's text (`C. Levothyroxine`), or the option's text alone, optionally after a
     leading phrase (`The answer is levothyroxine`). Any other word in the block counts as reasoning.
-    `think_words`, when the caller has counted them, is `len(think.split())`.
+    `think_words`, when the caller has counted them, is `count_words(think)`.
     """
     option, limit = _leak_option(option_text)
-    # A leak holds at most `limit` words; splitting no further than that keeps long reasoning unscanned
-    # (`split(maxsplit=limit)` has more than `limit` parts exactly when the block has more than `limit` words).
-    if (len(think.split(maxsplit=limit)) if think_words is None else think_words) > limit:
+    # A leak holds at most `limit` words; a longer block is reasoning, whatever it holds.
+    if (count_words(think) if think_words is None else think_words) > limit:
         return False
     parsed = _parse_answer(think)
     if parsed and parsed[0] == letter and (not parsed[1] or _normalize(parsed[1]) == option):
@@ -392,7 +392,7 @@ def grade_response(query: str, prompt: str, label: object, config: RewardConfig 
     else:
         before, think, block, error = _read_tags(completion)
     preamble = before != "" and not before.isspace()
-    think_words = _count_words(think)
+    think_words = count_words(think)
     if error is None and preamble and config.format == "strict":
         error = "text before <think> (strict format)"
     letter = parse_answer_letter(block) if error is None else None
@@ -453,17 +453,38 @@ def _read_tags(completion: str) -> tuple[str, str, str, str | None]:
     return before, think, "", error
 
 
-# For `_count_words`: each ASCII character as b" " when str.split() splits at it, else as b"x" (a
+# For `count_words`: each ASCII character as b" " when str.split() splits at it, else as b"x" (a
 # translation table has 256 entries; ASCII text only meets the first 128).
 _SPACE_OR_WORD = bytes(32 if chr(code).isspace() else 120 for code in range(128)) + bytes(128)
+# Scripts written without spaces between words: CJK ideographs (with extensions and compatibility forms),
+# kana and bopomofo, one word a character; and the CJK and full-width punctuation that ends their clauses,
+# which separates words as a space does (it is no word itself). Runs are matched, not single characters:
+# one substitution a run costs far less than one a character.
+_UNSPACED_LETTERS = re.compile(
+    "[\u2e80-\u2fdf\u3040-\u30ff\u3100-\u312f\u31a0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+    "\uff66-\uff9d\U00020000-\U0003134f]+"
+)
+_UNSPACED_PUNCTUATION = re.compile("[\u3001-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]+")
 
 
-def _count_words(text: str) -> int:
-    """`len(text.split())`; for ASCII text without building the words, twice as fast on a thinking block.
+def count_words(text: str) -> int:
+    """The words of a text in any script: its whitespace-separated words, where each CJK character (Han,
+    kana, bopomofo) is a word of its own and CJK punctuation separates words as whitespace does.
 
-    Each character becomes b" " (whitespace) or b"x"; behind a leading space, every word then starts with
-    exactly one b" x". Other text is split.
+    So `len(text.split())` for text in a script with spaces ("答案是B。" is 4 words, "TSH升高" 3).
+    Thai, Lao, Khmer and Burmese, also written without spaces, count one word per space-separated run.
+    ASCII text is counted without building the words, twice as fast as splitting: each character becomes
+    b" " (whitespace) or b"x", and behind a leading space every word then starts with exactly one b" x".
     """
-    if not text.isascii():
+    if text.isascii():
+        return (" " + text).encode().translate(_SPACE_OR_WORD).count(b" x")
+    try:
+        text.encode("latin-1")  # a copy when every character is below U+0100 (no CJK), else stops at once
         return len(text.split())
-    return (" " + text).encode().translate(_SPACE_OR_WORD).count(b" x")
+    except UnicodeEncodeError:
+        pass
+    spaced, runs = _UNSPACED_LETTERS.subn(" ", text)
+    if not runs:
+        return len(text.split())
+    letters = len(text) - len(spaced) + runs  # each run of n letters became one space
+    return letters + len(_UNSPACED_PUNCTUATION.sub(" ", spaced).split())

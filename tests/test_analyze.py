@@ -28,22 +28,22 @@ from med_rlvr_plugin.verifier import grade_response
 from tests.test_dynamics import CONJUNCTIVITIS, REASONING, REPO, lm_eval_line, load_reward_file, write_lines
 
 RESPONSES = {  # one response a class, for CONJUNCTIVITIS, whose gold letter is B
-    "malformed": " The answer is B.",
-    "verbose": f" <think>{REASONING * 6}</think><answer>B</answer>",
-    "concise": f" <think>{REASONING}</think><answer>B</answer>",
-    "answer_in_thinking": " <think>The answer is B, Ketotifen eye drops.</think><answer>B</answer>",
-    "reasoning_before_think": f" {REASONING}<think>Ketotifen eye drops.</think><answer>B</answer>",
+    "format_failure": " The answer is B.",
+    "verbose_formatter": f" <think>{REASONING * 6}</think><answer>B</answer>",
+    "concise_structurer": f" <think>{REASONING}</think><answer>B</answer>",
+    "direct_answer_hacker": " <think>The answer is B, Ketotifen eye drops.</think><answer>B</answer>",
+    "step_by_step_exploit": f" {REASONING}<think>Ketotifen eye drops.</think><answer>B</answer>",
 }
 # Eight stages with a relapse to Format Failure, 60 steps: the run docs/dynamics.md shows.
 RELAPSE = [
-    ("malformed", 8),
-    ("verbose", 8),
-    ("concise", 8),
-    ("answer_in_thinking", 8),
-    ("malformed", 6),
-    ("answer_in_thinking", 6),
-    ("reasoning_before_think", 8),
-    ("concise", 8),
+    ("format_failure", 8),
+    ("verbose_formatter", 8),
+    ("concise_structurer", 8),
+    ("direct_answer_hacker", 8),
+    ("format_failure", 6),
+    ("direct_answer_hacker", 6),
+    ("step_by_step_exploit", 8),
+    ("concise_structurer", 8),
 ]
 RELAPSE_STAGES = [STAGES[index] for index in (0, 1, 2, 3, 0, 3, 4, 5)]
 START, STEP_SECONDS = 1_800_000_000.0, 60.0
@@ -119,15 +119,22 @@ def test_window_and_min_steps_count_training_steps_not_logged_points():
     """Eight stages of 8 steps, logged every 4 steps (OpenRLHF --logger.logging_steps 4): two points a
     stage. The default window of 5 steps holds one point, and two points span 8 steps, more than the
     default --min-steps 3; counted in points, the window held 20 steps and each stage was a blip."""
-    order = ["malformed", "verbose", "concise", "answer_in_thinking", "malformed", "answer_in_thinking"]
-    order += ["reasoning_before_think", "concise"]
+    order = [
+        "format_failure",
+        "verbose_formatter",
+        "concise_structurer",
+        "direct_answer_hacker",
+        "format_failure",
+        "direct_answer_hacker",
+    ]
+    order += ["step_by_step_exploit", "concise_structurer"]
     series = [(step, {order[(step - 1) // 8]: 1.0}) for step in range(4, 65, 4)]
     stages = stage_timeline(series, window=5, min_steps=3)
     assert [(stage.name, stage.first_step, stage.last_step) for stage in stages] == [
         (name, 8 * index + 4, 8 * index + 8) for index, name in enumerate(RELAPSE_STAGES)
     ]
     # A blip of one logged point stands for 4 steps: it is a stage under --min-steps 4, not under 5.
-    blip = [(step, {"answer_in_thinking" if step == 48 else "concise": 1.0}) for step in range(4, 97, 4)]
+    blip = [(step, {"direct_answer_hacker" if step == 48 else "concise_structurer": 1.0}) for step in range(4, 97, 4)]
     assert len(stage_timeline(blip, window=1, min_steps=4)) == 3
     assert len(stage_timeline(blip, window=1, min_steps=5)) == 1
 
@@ -151,14 +158,14 @@ def test_samples_after_the_last_log_are_warned_about_and_placed_at_their_own_ste
 
 def test_bad_lines_are_skipped_and_counted_with_file_and_line_and_strict_refuses_them(tmp_path, capsys):
     run = tmp_path / "run"
-    write_run(run, plan=[("verbose", 4), ("concise", 4)])
+    write_run(run, plan=[("verbose_formatter", 4), ("concise_structurer", 4)])
     samples = run / "rollouts" / "rollouts-h-7.jsonl"
     lines = samples.read_bytes().splitlines(keepends=True)
     lines[3:3] = [b"\n", lines[4][:40] + b"\n", b'{"time": 1, "note": "x"}\n', b'{"time": "\xff"}\n']
     samples.write_bytes(b"".join(lines))
     (run / "rollouts" / "notes.jsonl").write_text("remember to check step 5\n", encoding="utf-8")
     log = run / "eval" / "model" / "samples_medqa_2026-12-01T10-00-00.000001.jsonl"
-    write_lines(log, [lm_eval_line(0, RESPONSES["concise"])])
+    write_lines(log, [lm_eval_line(0, RESPONSES["concise_structurer"])])
     log.write_bytes(log.read_bytes() + b'{"doc": "caf\xe9"}\n')
     timeline = analyze_run(run, tmp_path / "out")
     assert timeline["bad_lines"] == 5 and [stage["name"] for stage in timeline["stages"]][-1] == STAGES[2]
@@ -184,7 +191,7 @@ def test_bad_lines_are_skipped_and_counted_with_file_and_line_and_strict_refuses
 
 def test_non_utf8_in_an_eval_log_under_strict_is_one_error_line(tmp_path, capsys):
     log = tmp_path / "run" / "eval" / "model" / "samples_medqa_2026-12-01T10-00-00.000001.jsonl"
-    write_lines(log, [lm_eval_line(0, RESPONSES["concise"])])
+    write_lines(log, [lm_eval_line(0, RESPONSES["concise_structurer"])])
     log.write_bytes(log.read_bytes().replace(b"Ketotifen", b"Ketotif\xe9n"))
     assert analyze_main([str(tmp_path / "run"), "--output", str(tmp_path / "out"), "--strict"]) == 1
     assert capsys.readouterr().err.startswith(f"med-rlvr analyze: error: {log}:1: not UTF-8 (byte 0xe9 at column ")
@@ -197,7 +204,7 @@ def test_peak_memory_does_not_grow_with_the_sample_files(tmp_path):
     peaks = []
     for calls in (40, 400):
         run = tmp_path / f"run{calls}"
-        write_run(run, plan=[("verbose", 20), ("answer_in_thinking", 20)], calls=calls, padding=100)
+        write_run(run, plan=[("verbose_formatter", 20), ("direct_answer_hacker", 20)], calls=calls, padding=100)
         tracemalloc.start()
         analyze_run(run, tmp_path / f"out{calls}")
         peaks.append(tracemalloc.get_traced_memory()[1])
@@ -237,7 +244,7 @@ def test_the_reward_file_numbers_its_calls_and_closes_its_file_when_sampling_sto
         {"MED_RLVR_ROLLOUT_SAMPLES": "1", "MED_RLVR_ROLLOUT_DIR": str(tmp_path), "MED_RLVR_ROLLOUT_MAX_MB": "0.002"},
     )
     for _ in range(20):
-        reward_func([CONJUNCTIVITIS + RESPONSES["concise"]], [CONJUNCTIVITIS], ["B"])
+        reward_func([CONJUNCTIVITIS + RESPONSES["concise_structurer"]], [CONJUNCTIVITIS], ["B"])
     (path,) = tmp_path.glob("rollouts-*.jsonl")
     calls = [json.loads(line)["call"] for line in path.read_text(encoding="utf-8").splitlines()]
     assert calls == list(range(1, len(calls) + 1)) and 0 < len(calls) < 20
@@ -248,13 +255,13 @@ def test_the_reward_file_numbers_its_calls_and_closes_its_file_when_sampling_sto
 def test_calls_written_out_of_order_by_threads_and_a_restarted_count_keep_the_steps():
     """Ten calls a step, every one sampled; threads swap neighbouring lines; the events stop at step 10 of
     14. Then another process with the same host and pid (the same file) counts from 1 again."""
-    grade = grade_response(CONJUNCTIVITIS + RESPONSES["concise"], CONJUNCTIVITIS, "B")
+    grade = grade_response(CONJUNCTIVITIS + RESPONSES["concise_structurer"], CONJUNCTIVITIS, "B")
     score = score_grade(grade, CONJUNCTIVITIS)
 
     def sample(step, call, offset=0.0):
         when = START + (step - 1) * STEP_SECONDS + offset + call % 10
         return {"time": when, "call": call, "file": "f", "class": score.behaviour, "logs": score.metrics,
-                "grade": grade, "label": "B"}  # fmt: skip
+                "grade": grade, "label": "B", "why": score.reason}  # fmt: skip
 
     first = [sample(1 + (call - 1) // 10, call) for call in range(1, 141)]
     first[20:22] = first[21], first[20]

@@ -23,7 +23,7 @@ import pytest
 from med_rlvr_plugin.analyze import AnalyzeError, analyze
 from med_rlvr_plugin.analyze import main as analyze_main
 from med_rlvr_plugin.cli import ToolError
-from med_rlvr_plugin.dynamics import Thresholds, behaviour, stage_timeline
+from med_rlvr_plugin.dynamics import CLASSES, stage_timeline
 from med_rlvr_plugin.openrlhf_reward import rollout_sampling
 from med_rlvr_plugin.prompts import render_prompt
 from med_rlvr_plugin.verifier import config_from_env, grade_response
@@ -37,6 +37,15 @@ SIX_STAGES = [
     "Direct Answer Hacker",
     "Step-by-Step Exploit",
     "Reintegrated Reasoning",
+]
+# The class that leads each of the six stages.
+STAGE_CLASSES = [
+    "format_failure",
+    "verbose_formatter",
+    "concise_structurer",
+    "direct_answer_hacker",
+    "step_by_step_exploit",
+    "concise_structurer",
 ]
 # Questions written for these tests, in the spirit of the paper's examples; the gold letter is last.
 CONJUNCTIVITIS = render_prompt(
@@ -53,88 +62,29 @@ REASONING = (
 )
 
 
-def classify(prompt: str, response: str, label: str, **config) -> str:
-    grade = grade_response(prompt + response, prompt, label, config_from_env(config))
-    return behaviour(grade, prompt)
-
-
-@pytest.mark.parametrize(
-    "prompt, label, response, expected",
-    [
-        # The paper's Direct Answer Hacker: one sentence in <think> that states the chosen option.
-        (
-            CONJUNCTIVITIS,
-            "B",
-            " <think>The most appropriate treatment for the patient's symptoms is Ketotifen eye drops.</think>"
-            "<answer>B</answer>",
-            "answer_in_thinking",
-        ),
-        # The paper's Step-by-Step Exploit: the reasoning comes before <think>, which only names the option.
-        (
-            CHOLECYSTITIS,
-            "E",
-            " To solve this, let's go through each option step by step ... <think>Obstruction of the cystic "
-            "duct</think><answer>E</answer>",
-            "reasoning_before_think",
-        ),
-        (CONJUNCTIVITIS, "B", " <think>B</think> <answer>B</answer>", "answer_in_thinking"),  # the verifier's leak
-        (CONJUNCTIVITIS, "B", " <think>Option (B) is right here.</think> <answer>B</answer>", "answer_in_thinking"),
-        (CONJUNCTIVITIS, "B", " <think>ketotifen  EYE drops</think> <answer>B</answer>", "answer_in_thinking"),
-        # The option's text in thinking of 25 words or more is reasoning that concludes, not a hack.
-        (CONJUNCTIVITIS, "B", f" <think>{REASONING}So Ketotifen eye drops.</think> <answer>B</answer>", "concise"),
-        # Short thinking that reasons without stating the option, and a preamble too short to be reasoning.
-        (CONJUNCTIVITIS, "B", " <think>Seasonal and itchy: allergic.</think> <answer>B</answer>", "concise"),
-        (
-            CONJUNCTIVITIS,
-            "B",
-            " Sure, here it is. <think>Seasonal and itchy: allergic.</think> <answer>B</answer>",
-            "concise",
-        ),
-        (CONJUNCTIVITIS, "B", f" <think>{REASONING * 6}</think> <answer>B</answer>", "verbose"),
-        (CONJUNCTIVITIS, "B", f" <think>{REASONING * 6}</think> <answer>A</answer>", "verbose"),  # wrong answers too
-        (CONJUNCTIVITIS, "B", " The answer is B.", "malformed"),
-        (CONJUNCTIVITIS, "B", " <think></think> <answer>B</answer>", "malformed"),
-    ],
-)
-def test_behaviour_classes(prompt, label, response, expected):
-    assert classify(prompt, response, label) == expected
-
-
-def test_strict_format_makes_reasoning_before_think_malformed():
-    response = f" {REASONING}<think>Ketotifen eye drops</think><answer>B</answer>"
-    assert classify(CONJUNCTIVITIS, response, "B") == "reasoning_before_think"
-    assert classify(CONJUNCTIVITIS, response, "B", MED_RLVR_FORMAT="strict") == "malformed"
-
-
-def test_thresholds_move_the_class_boundaries():
-    grade = grade_response(CONJUNCTIVITIS + f" <think>{REASONING}</think><answer>B</answer>", CONJUNCTIVITIS, "B")
-    assert grade.think_words == 27
-    assert behaviour(grade, CONJUNCTIVITIS) == "concise"
-    assert behaviour(grade, CONJUNCTIVITIS, Thresholds(verbose_think_words=27)) == "verbose"
-    with pytest.raises(ValueError, match="verbose_think_words must be at least 1"):
-        Thresholds(verbose_think_words=0)
-
-
 def test_timeline_names_six_stages_from_noisy_dict():
-    leading = ["malformed", "verbose", "concise", "answer_in_thinking", "reasoning_before_think", "concise"]
     series = []
-    for stage, kind in enumerate(leading):
+    for stage, kind in enumerate(STAGE_CLASSES):
         for offset in range(8):
             step = stage * 8 + offset + 1
-            mix = {kind: 0.8, "verbose" if kind == "malformed" else "malformed": 0.2}
+            mix = {kind: 0.8, "verbose_formatter" if kind == "format_failure" else "format_failure": 0.2}
             if offset == 3:  # one noisy step per stage, led by another class
-                mix = {"malformed": 0.7, "verbose": 0.3} if kind != "malformed" else {"verbose": 0.8, "malformed": 0.2}
+                mix = (
+                    {"format_failure": 0.7, "verbose_formatter": 0.3}
+                    if kind != "format_failure"
+                    else {"verbose_formatter": 0.8, "format_failure": 0.2}
+                )
             series.append((step, mix))
     timeline = stage_timeline(series)
     assert [(stage.name, stage.first_step, stage.last_step) for stage in timeline] == [
         (name, index * 8 + 1, index * 8 + 8) for index, name in enumerate(SIX_STAGES)
     ]
-    assert timeline[3].shares["answer_in_thinking"] == pytest.approx(7 * 0.8 / 8)
+    assert timeline[3].shares["direct_answer_hacker"] == pytest.approx(7 * 0.8 / 8)
 
 
 def test_a_blip_starts_no_stage_and_concise_after_a_hack_is_reintegrated():
-    series = [(step, dict(concise=1.0)) for step in range(1, 11)]
-    series[4:6] = [(5, dict(answer_in_thinking=1.0)), (6, dict(answer_in_thinking=1.0))]
+    series = [(step, dict(concise_structurer=1.0)) for step in range(1, 11)]
+    series[4:6] = [(5, dict(direct_answer_hacker=1.0)), (6, dict(direct_answer_hacker=1.0))]
     assert [s.name for s in stage_timeline(series, window=1, min_steps=3)] == ["Concise Structurer"]
     assert [(s.name, s.first_step, s.last_step) for s in stage_timeline(series, window=1, min_steps=2)] == [
         ("Concise Structurer", 1, 4),
@@ -142,7 +92,12 @@ def test_a_blip_starts_no_stage_and_concise_after_a_hack_is_reintegrated():
         ("Reintegrated Reasoning", 7, 10),
     ]
     # Verbose after a hack is reintegrated too; malformed is a format failure wherever it leads.
-    later = [(1, dict(reasoning_before_think=1)), (2, dict(verbose=1)), (3, dict(malformed=1)), (4, dict(concise=1))]
+    later = [
+        (1, dict(step_by_step_exploit=1)),
+        (2, dict(verbose_formatter=1)),
+        (3, dict(format_failure=1)),
+        (4, dict(concise_structurer=1)),
+    ]
     assert [s.name for s in stage_timeline(later, window=1, min_steps=1)] == [
         "Step-by-Step Exploit",
         "Reintegrated Reasoning",
@@ -150,8 +105,14 @@ def test_a_blip_starts_no_stage_and_concise_after_a_hack_is_reintegrated():
         "Reintegrated Reasoning",
     ]
     # Short runs at the start take the first long run's label; ties go to the earlier class.
-    tie = dict(concise=0.5, verbose=0.5)
-    start = [(1, dict(verbose=1)), (2, dict(concise=1)), (3, dict(concise=1)), (4, tie), (5, tie)]
+    tie = dict(concise_structurer=0.5, verbose_formatter=0.5)
+    start = [
+        (1, dict(verbose_formatter=1)),
+        (2, dict(concise_structurer=1)),
+        (3, dict(concise_structurer=1)),
+        (4, tie),
+        (5, tie),
+    ]
     assert [(s.name, s.first_step, s.last_step) for s in stage_timeline(start, window=1, min_steps=2)] == [
         ("Concise Structurer", 1, 3),
         ("Verbose Formatter", 4, 5),
@@ -227,7 +188,11 @@ def test_concurrent_calls_write_every_sampled_line_whole(monkeypatch, tmp_path):
     assert sorted(line["completion"] for line in lines) == sorted(responses)
     line = lines[0]
     assert line["prompt"] == CONJUNCTIVITIS and line["label"] == "B" and line["reward"] == 1.0
-    assert line["pid"] == os.getpid() and line["behaviour"] in ("concise", "verbose") and line["well_formed"] is True
+    assert (
+        line["pid"] == os.getpid()
+        and line["behaviour"] in ("concise_structurer", "verbose_formatter")
+        and line["well_formed"] is True
+    )
     assert {
         "time",
         "host",
@@ -433,11 +398,13 @@ def test_a_synthetic_run_through_openrlhf_is_analysed_end_to_end(monkeypatch, tm
     assert [stage["first"] for stage in timeline["stages"]] == pytest.approx([1, 7, 13, 19, 25, 31], abs=2)
     assert timeline["stages"][-1]["last"] == 36
     # Two examples per stage, each from the stage's own steps and of its leading class.
-    classes = ["malformed", "verbose", "concise", "answer in thinking", "reasoning before think", "concise"]
+    classes = [name.replace("_", " ") for name in STAGE_CLASSES]
     for index, name in enumerate(SIX_STAGES):
         section = report.split(f"### {name} ")[1].split("###")[0]
         assert section.count("```text") == 2 and section.count(f", {classes[index]}, reward") == 2
         assert section.count(STAGE_RESPONSES[index].strip()[:40]) == 2
+    # Each example says why it is in its class; the exploit's, where the reasoning was.
+    assert report.split("### Step-by-Step Exploit ")[1].count("(reasoning before think):") == 2
     for name in ("behaviour.png", "rates.png", "lengths.png"):
         assert_plot(tmp_path / "out" / name)
     assert "Direct Answer Hacker: training steps" in capsys.readouterr().out
@@ -495,12 +462,12 @@ def test_a_resumed_run_keeps_each_sample_at_its_step_and_each_step_at_its_later_
     start = 1_800_000_000
     # The first attempt logs steps 1-4 (malformed), dies; the resumed one redoes 3-4 and goes on to 6 (concise).
     for name, points, kind in [
-        ("first", [(1, 10), (2, 20), (3, 30), (4, 40)], "malformed"),
-        ("resumed", [(3, 100), (4, 110), (5, 120), (6, 130)], "concise"),
+        ("first", [(1, 10), (2, 20), (3, 30), (4, 40)], "format_failure"),
+        ("resumed", [(3, 100), (4, 110), (5, 120), (6, 130)], "concise_structurer"),
     ]:
         writer = SummaryWriter(str(tmp_path / "run" / "tensorboard" / name))
         for step, offset in points:
-            for other in ("malformed", "reasoning_before_think", "answer_in_thinking", "verbose", "concise"):
+            for other in CLASSES:
                 writer.add_scalar(f"train/behaviour_{other}", float(other == kind), step, walltime=start + offset)
         writer.close()
     rows = [grade_record(" <think>x</think><answer>B</answer>", start + offset) for offset in (25, 35, 105, 140)]
@@ -510,7 +477,7 @@ def test_a_resumed_run_keeps_each_sample_at_its_step_and_each_step_at_its_later_
         == 0
     )
     timeline = json.loads((tmp_path / "out" / "timeline.json").read_text())
-    assert [(step["x"], step["behaviour_concise"]) for step in timeline["steps"]] == [
+    assert [(step["x"], step["behaviour_concise_structurer"]) for step in timeline["steps"]] == [
         (1, 0.0),
         (2, 0.0),
         (3, 1.0),
@@ -585,10 +552,10 @@ def test_lm_eval_sample_logs_are_classed_per_checkpoint(tmp_path):
             r["checkpoint"],
             r["responses"],
             r["accuracy"],
-            r["behaviour_verbose"],
-            r["behaviour_answer_in_thinking"],
-            r["behaviour_concise"],
-            r["behaviour_malformed"],
+            r["behaviour_verbose_formatter"],
+            r["behaviour_direct_answer_hacker"],
+            r["behaviour_concise_structurer"],
+            r["behaviour_format_failure"],
         )
         for r in rows
     ] == [

@@ -15,11 +15,11 @@ openrlhf_agent = pytest.importorskip("openrlhf.utils.agent", reason="openrlhf 0.
 
 REWARD_FILE = str(Path(__file__).resolve().parents[1] / "med_rlvr_plugin" / "openrlhf_reward.py")
 BEHAVIOUR_KEYS = {
-    "behaviour_malformed",
-    "behaviour_reasoning_before_think",
-    "behaviour_answer_in_thinking",
-    "behaviour_verbose",
-    "behaviour_concise",
+    "behaviour_format_failure",
+    "behaviour_step_by_step_exploit",
+    "behaviour_direct_answer_hacker",
+    "behaviour_verbose_formatter",
+    "behaviour_concise_structurer",
 }
 LOG_KEYS = {
     "accuracy",

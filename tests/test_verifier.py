@@ -14,6 +14,7 @@ from med_rlvr_plugin.verifier import (
     RewardConfig,
     _read_tags,
     config_from_env,
+    count_words,
     extract_completion,
     grade_response,
     is_answer_leak,
@@ -550,6 +551,33 @@ def test_a_less_than_sign_in_a_well_formed_response_changes_nothing(response):
 @given(think=st.text(st.sampled_from("ab. \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u2028\u3000\u200bé"), max_size=60))
 def test_think_words_are_the_whitespace_separated_words(think):
     assert grade(f"<think>{think}</think><answer>C</answer>").think_words == len(think.split())
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("答案是B。", 4),  # each CJK character a word; the full stop separates, and is no word
+        ("TSH升高，T4降低。", 6),
+        ("患者乏力、怕冷、体重增加", 10),
+        ("甲状腺機能低下症です", 10),  # Japanese: kanji and kana
+        ("La respuesta es C. ¡Claro!", 5),  # Latin scripts: whitespace words, as before
+        ("ใช่ครับ ไม่ใช่", 2),  # Thai: one word per space-separated run (a documented limit)
+        ("", 0),
+    ],
+)
+def test_words_are_counted_in_every_script(text, words):
+    assert count_words(text) == words
+
+
+def test_the_minimum_thinking_length_holds_chinese_thinking_to_its_characters():
+    thinking = "TSH升高、游离T4降低，为原发性甲减；抗TPO抗体阳性，提示桥本甲状腺炎。"
+    verdict = grade(f" <think>{thinking}</think><answer>C</answer>", RewardConfig(min_think_words=20))
+    assert verdict.think_words == 28 and verdict.reward == 1.0  # TSH, T4, TPO and 25 characters
+    short = grade(" <think>甲减，选C。</think><answer>C</answer>", RewardConfig(min_think_words=20))
+    assert short.think_words == 4 and short.reward == 0.0
+    # A Chinese option of many characters is still a leak when the thinking only states it.
+    option = "左旋甲状腺素钠片口服替代治疗并定期复查甲状腺功能"
+    assert is_answer_leak(option, "C", option) and not is_answer_leak(thinking + option, "C", option)
 
 
 def test_a_grade_is_a_frozen_dataclass_with_exactly_its_fields():
