@@ -23,8 +23,6 @@ from med_rlvr_plugin.launcher.plan import deepspeed_bytes_per_parameter, eval_sc
 from tests.conftest import REPO, free_port
 from tests.test_launch import flag_value, printed_command, run_script, write_rows
 
-pytestmark = pytest.mark.integration
-
 ENGINE = r"""
 import json, os, sys
 import deepspeed, torch
@@ -111,6 +109,7 @@ def deepspeed_on_cpu(script: str, *args: str, cpu_standins: Path) -> object:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.integration  # DeepSpeed or the launch scripts in subprocesses
 @pytest.mark.parametrize("zero_stage", [2, 3])
 def test_disk_estimate_is_what_deepspeed_writes(zero_stage: int, cpu_standins: Path, tmp_path: Path) -> None:
     """DeepSpeed's checkpoint of a bf16 model under Adam: 12 bytes a parameter under ZeRO-3 (fp32 master and
@@ -136,6 +135,7 @@ def sft_dry_run(data_dir: Path, *flags: str):
     )
 
 
+@pytest.mark.integration  # DeepSpeed or the launch scripts in subprocesses
 def test_sft_keeps_every_hf_copy_and_always_a_whole_state(cpu_standins: Path, tmp_path: Path) -> None:
     """The launcher's SFT flags, run through OpenRLHF's save hook and rotation: exactly the 10 checkpoints
     asked for, each with its Hugging Face copy; before every write the state `latest` names exists; a
@@ -157,6 +157,7 @@ def test_sft_keeps_every_hf_copy_and_always_a_whole_state(cpu_standins: Path, tm
     assert False in lost["whole"]
 
 
+@pytest.mark.integration  # DeepSpeed or the launch scripts in subprocesses
 def test_sft_refuses_a_rotation_that_deletes_what_must_stay(tmp_path: Path) -> None:
     refused = sft_dry_run(tmp_path, "--", "--ckpt.max_num", "2")
     assert refused.returncode == 1
@@ -202,6 +203,7 @@ def recorded_grpo_run(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return run
 
 
+@pytest.mark.integration  # DeepSpeed or the launch scripts in subprocesses
 def test_resume_continues_the_same_run_or_lists_each_difference(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -260,3 +262,18 @@ def test_group_methods_get_a_dev_curve(steps: int, dev: int, prompts: int, sched
     assert steps // every >= min(5, steps)
     if steps >= 10 * 5:
         assert steps // every * -(-prompts_each // prompts) <= 0.1 * steps + steps // every
+
+
+def test_ppo_refuses_a_rotation_that_leaves_no_whole_state() -> None:
+    """PPO's DeepSpeed states rotate alone (ckpt.path/_actor, _critic): 2 kept is enough, 1 deletes the last
+    state before the next is written."""
+    from med_rlvr_plugin.launcher.openrlhf_cli import parse_openrlhf_args
+    from med_rlvr_plugin.launcher.plan import ppo_plan
+
+    flags = ["--actor.model_name_or_path", "m", "--reward.remote_url", "r.py", "--rollout.batch_size", "8"]
+    flags += ["--train.batch_size", "8", "--rollout.micro_batch_size", "1", "--train.micro_batch_size", "1"]
+    flags += ["--ckpt.save_steps", "2"]
+    kept = ppo_plan(parse_openrlhf_args(launcher.PPO_MODULE, flags + ["--ckpt.max_num", "2"]), 80, 0, None)
+    assert kept["checkpoints"] == {"every": 2, "count": 5, "deepspeed_kept": 2}
+    with pytest.raises(LaunchError, match="--ckpt.max_num 1 makes OpenRLHF delete the last whole state"):
+        ppo_plan(parse_openrlhf_args(launcher.PPO_MODULE, flags + ["--ckpt.max_num", "1"]), 80, 0, None)
