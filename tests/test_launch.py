@@ -166,7 +166,8 @@ def test_ppo_dry_run_passes_openrlhf_checks(case: str, data_dir: Path) -> None:
     assert flag_value(argv, "--algo.advantage.estimator") == estimator
     assert flag_value(argv, "--reward.remote_url") == "med_rlvr_plugin/openrlhf_reward.py"
     assert flag_value(argv, "--data.label_key") == "label"
-    assert flag_value(argv, "--eval.dataset") == str(data_dir / "train.jsonl")
+    # 512 eval prompts, 16 steps: 5 evals of a fixed subset, written to the run's folder when it starts
+    assert flag_value(argv, "--eval.dataset") == str(output_dir / "eval_subset.jsonl")
     assert flag_value(argv, "--ckpt.path").startswith(str(output_dir))
     reward_line = next(line for line in result.stdout.splitlines() if line.startswith("med-rlvr: reward file"))
     for name, value in reward_env.items():
