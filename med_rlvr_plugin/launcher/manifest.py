@@ -207,7 +207,9 @@ def run_identity(manifest: dict) -> dict[str, object]:
     }
     if ppo:
         identity["algorithm"] = settings["algo"]["advantage"]["estimator"]
-        identity["reward configuration"] = manifest["reward"]["env"]
+        # The rollout-sample recording (MED_RLVR_ROLLOUT_*) is not the reward: a resume may change it.
+        env = manifest["reward"]["env"]
+        identity["reward configuration"] = {key: env[key] for key in env if not key.startswith("MED_RLVR_ROLLOUT_")}
         identity["reward file sha256"] = manifest["reward"]["file_sha256"]
     for part, entry in manifest["data"].items():
         identity[f"{part} data sha256"] = sorted(entry["sha256"].values())
