@@ -40,6 +40,9 @@ Model, data, cluster:
                            (default data/medqa_dev.jsonl; test sets are refused: they are for the end)
   --eval-share F           periodic eval may cost this share of training's generation (default 0.1):
                            sets how often it runs, per --algo (docs/launch.md, "Run plan")
+  --evals N                periodic evals at least over the run (default 5): when the whole dev file
+                           that often would cost more than --eval-share, each eval reads a fixed subset
+                           (its first prompts), written to OUTPUT_DIR/eval_subset.jsonl
   --checkpoints N          checkpoints over the run, each with Hugging Face weights (default 10)
   --cuda-graphs            let vLLM use CUDA graphs (drops --vllm.enforce_eager; docs/launch.md, "Defaults")
   --nodes N                GPU nodes (default 1)
@@ -49,12 +52,18 @@ Run:
   --output-dir DIR         absolute; checkpoints, final model, manifest (default ~/med-rlvr-runs/NAME).
                            Must not exist yet, unless --resume. Multi-node: shared storage (checked).
   --resume                 continue the run in --output-dir from its last checkpoint
+  --allow-changes          with --resume: resume although the command differs from the run's
+                           manifest (model, algorithm, reward, data, batch shape); without it
+                           --resume refuses and lists each difference
   --wandb-project P        log to Weights & Biases; the key is read from WANDB_API_KEY in the job's env
   --tensorboard            log to OUTPUT_DIR/tensorboard
   --rollout-samples F      record a share F (0 to 1) of graded rollouts in OUTPUT_DIR/rollouts, for
                            `python -m med_rlvr_plugin.analyze OUTPUT_DIR` (docs/dynamics.md; default off)
   --dry-run                check everything and print the command and the plan; start nothing, write
                            nothing. Uses the built-in sample when none of the default data files exists.
+  --runs-together N        with --dry-run, run as a Ray job: check that the cluster's free GPUs and the
+                           output folder's free disk hold N runs like this one at once (what
+                           ablate_reward_schemes.sh --parallel does before it submits them)
   -h, --help               this text
   -- OPENRLHF_FLAGS...     passed to OpenRLHF unchanged, after the script's own (the last one wins)
 EOF
@@ -97,9 +106,9 @@ while (($#)); do
     --run-name) run_name=$(value "$@"); shift 2 ;;
     --output-dir) output_dir=$(value "$@"); shift 2 ;;
     --rollout-samples) rollout_samples=$(value "$@"); shift 2 ;;
-    --wandb-project | --eval-share | --checkpoints) launcher_flags+=("$1" "$(value "$@")"); shift 2 ;;
+    --wandb-project | --eval-share | --evals | --checkpoints | --runs-together) launcher_flags+=("$1" "$(value "$@")"); shift 2 ;;
     --cuda-graphs) eager=(); shift ;;
-    --resume | --tensorboard | --reward-server) launcher_flags+=("$1"); shift ;;
+    --resume | --allow-changes | --tensorboard | --reward-server) launcher_flags+=("$1"); shift ;;
     --dry-run) dry_run=1 launcher_flags+=("$1"); shift ;;
     -h | --help) usage; exit 0 ;;
     --) shift; passthrough=("$@"); break ;;

@@ -21,6 +21,9 @@ writes the run's manifest and starts deepspeed on this node's GPUs.
   --output-dir DIR         absolute; checkpoints, final model, manifest (default ~/med-rlvr-runs/NAME).
                            Must not exist yet, unless --resume.
   --resume                 continue the run in --output-dir from its last checkpoint
+  --allow-changes          with --resume: resume although the command differs from the run's
+                           manifest (model, algorithm, reward, data, batch shape); without it
+                           --resume refuses and lists each difference
   --wandb-project P        log to Weights & Biases; the key is read from WANDB_API_KEY
   --tensorboard            log to OUTPUT_DIR/tensorboard
   --dry-run                check everything and print the command; start nothing, write nothing.
@@ -44,7 +47,7 @@ while (($#)); do
     --run-name) run_name=$(value "$@"); shift 2 ;;
     --output-dir) output_dir=$(value "$@"); shift 2 ;;
     --wandb-project | --checkpoints) launcher_flags+=("$1" "$(value "$@")"); shift 2 ;;
-    --resume | --tensorboard) launcher_flags+=("$1"); shift ;;
+    --resume | --allow-changes | --tensorboard) launcher_flags+=("$1"); shift ;;
     --dry-run) dry_run=1 launcher_flags+=("$1"); shift ;;
     -h | --help) usage; exit 0 ;;
     --) shift; passthrough=("$@"); break ;;
@@ -69,7 +72,8 @@ train_data=${train_data:-data/medqa_train_sft.jsonl}
 # SFT trainer's default would wrap it in a second "User: ... Assistant:"). The targets are short
 # (answer-only: MedQA has no reference reasoning), so a few epochs at OpenRLHF's SFT learning rate.
 # The launcher adds --ckpt.save_steps from --checkpoints (OpenRLHF's SFT saves nothing by default, and
-# --resume would have nothing to load).
+# --resume would have nothing to load), and a --ckpt.max_num that keeps every save: OpenRLHF's SFT rotates
+# its Hugging Face copies together with the DeepSpeed states (docs/launch.md, "Disk").
 openrlhf_args=(
   --model.model_name_or_path "$model"
   --data.dataset "$train_data" --data.input_key prompt --data.output_key response --data.input_template '{}'
@@ -78,7 +82,7 @@ openrlhf_args=(
   --adam.lr 5e-6 --lr_warmup_ratio 0.03
   --ds.zero_stage 2 --ds.param_dtype bf16 --model.gradient_checkpointing_enable
   --train.seed 42
-  --ckpt.save_hf --ckpt.max_num 2
+  --ckpt.save_hf
   --logger.logging_steps 1
 )
 

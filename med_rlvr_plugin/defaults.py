@@ -10,3 +10,4 @@ MEDQA_TRAIN_ROWS = 10_178  # MedQA-USMLE 4-option train split (GBaker/MedQA-USML
 ROLLOUT_MAX_MB = 256  # per-process cap of the rollout-sample file (MED_RLVR_ROLLOUT_MAX_MB)
 CHECKPOINTS = 10  # checkpoints over a training run (launch --checkpoints)
 EVAL_SHARE = 0.1  # periodic eval's generation as a share of training's (launch --eval-share)
+EVALS = 5  # periodic evals at least over a training run (launch --evals)

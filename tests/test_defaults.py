@@ -13,6 +13,7 @@ from med_rlvr_plugin.defaults import (
     CHECKPOINTS,
     DEV_SIZE,
     EVAL_SHARE,
+    EVALS,
     MAX_NEW_TOKENS,
     MEDQA_TRAIN_ROWS,
     ROLLOUT_MAX_MB,
@@ -42,6 +43,8 @@ PLACES = [
     ("docs/launch.md", r"\| checkpoints \| (\d+) over the run", CHECKPOINTS),
     ("launch/train_ppo_medqa.sh", r"--eval-share F +periodic eval may cost[^(]*\(default ([\d.]+)\)", EVAL_SHARE),
     ("docs/launch.md", r"`--eval-share` \(default ([\d.]+)\)", EVAL_SHARE),
+    ("launch/train_ppo_medqa.sh", r"--evals N +periodic evals at least[^(]*\(default (\d+)\)", EVALS),
+    ("docs/launch.md", r"`--evals` \(default (\d+)\)", EVALS),
 ]
 
 

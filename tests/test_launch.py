@@ -169,7 +169,8 @@ def test_ppo_dry_run_passes_openrlhf_checks(case: str, data_dir: Path) -> None:
     assert flag_value(argv, "--algo.advantage.estimator") == estimator
     assert flag_value(argv, "--reward.remote_url") == "med_rlvr_plugin/openrlhf_reward.py"
     assert flag_value(argv, "--data.label_key") == "label"
-    assert flag_value(argv, "--eval.dataset") == str(data_dir / "train.jsonl")
+    # 512 eval prompts, 16 steps: 5 evals of a fixed subset, written to the run's folder when it starts
+    assert flag_value(argv, "--eval.dataset") == str(output_dir / "eval_subset.jsonl")
     assert flag_value(argv, "--ckpt.path").startswith(str(output_dir))
     reward_line = next(line for line in result.stdout.splitlines() if line.startswith("med-rlvr: reward file"))
     for name, value in reward_env.items():
@@ -345,9 +346,14 @@ def test_plan_makes_every_rollout_whole(data_dir: Path) -> None:
 def test_plan_sets_eval_and_checkpoint_intervals_per_algo(data_dir: Path) -> None:
     """Eval generates in rounds of the rollout batch, so GRPO's 32-prompt rounds make an eval of 100 dev
     prompts cost 4 rounds and PPO's 1: at the default 10% share, every 40 and every 10 steps. Both runs
-    have 16 steps (512 prompts: 2 rollouts x 8 passes, 16 x 1), so 10 checkpoints are every 2 steps."""
+    have 16 steps (512 prompts: 2 rollouts x 8 passes, 16 x 1), so with --evals 1 that is PPO's interval;
+    GRPO's would make no eval, so it evaluates the first 32 dev prompts (one round, 6% of 16) every 16 steps.
+    With the default --evals 5, both evaluate every 3 steps: PPO the whole file, GRPO those 32 prompts.
+    --checkpoints 8 is exactly 8 saves: every 2 steps."""
     dev = write_rows(data_dir / "dev.jsonl", (launcher.sample_rows() * 17)[:100])
-    for algo, eval_steps in (("ppo", "10"), ("grpo", "40")):
+    subset = str(data_dir / "run" / "eval_subset.jsonl")
+    cases = [("ppo", "1", "10", str(dev)), ("grpo", "1", "16", subset), ("ppo", "5", "3", str(dev))]
+    for algo, evals, eval_steps, eval_file in cases + [("grpo", "5", "3", subset)]:
         result = run_script(
             "train_ppo_medqa.sh",
             "--dry-run",
@@ -357,12 +363,21 @@ def test_plan_sets_eval_and_checkpoint_intervals_per_algo(data_dir: Path) -> Non
             str(data_dir / "train.jsonl"),
             "--eval-data",
             str(dev),
+            "--output-dir",
+            str(data_dir / "run"),
+            "--checkpoints",
+            "8",
+            "--evals",
+            evals,
         )
         assert result.returncode == 0, result.stderr
         argv = printed_command(result.stdout)
         assert flag_value(argv, "--eval.steps") == eval_steps and flag_value(argv, "--ckpt.save_steps") == "2"
+        assert flag_value(argv, "--eval.dataset") == eval_file
         assert "--data.max_samples" not in argv and flag_value(argv, "--ckpt.best_metric_key") == "none"
-        assert "16 steps" in result.stdout
+        assert "16 steps" in result.stdout and "checkpoints: every 2 steps = 8;" in result.stdout
+        assert ("a fixed subset: the first 32 of the 100 dev prompts" in result.stdout) == (eval_file == subset)
+    assert not (data_dir / "run").exists()  # the subset is written when the run starts, not by a dry run
     explicit = run_script(
         "train_ppo_medqa.sh",
         "--dry-run",
@@ -374,10 +389,18 @@ def test_plan_sets_eval_and_checkpoint_intervals_per_algo(data_dir: Path) -> Non
         "4",
         "--",
         "--eval.steps",
-        "3",
+        "6",
     )
     argv = printed_command(explicit.stdout)
-    assert flag_value(argv, "--eval.steps") == "3" and flag_value(argv, "--ckpt.save_steps") == "4"
+    assert flag_value(argv, "--eval.steps") == "6" and flag_value(argv, "--ckpt.save_steps") == "4"
+    assert (
+        "= 2 eval(s)" in explicit.stdout
+        and "fewer than --evals 5: --eval.steps 6 of the command, in 16 steps" in explicit.stdout
+    )
+    none = run_script(
+        "train_ppo_medqa.sh", "--dry-run", "--train-data", str(data_dir / "train.jsonl"), "--eval-data", "none"
+    )
+    assert "periodic eval: none (no eval data)" in none.stdout
 
 
 @pytest.mark.integration
@@ -488,8 +511,8 @@ def test_output_folder_is_never_reused_silently(data_dir: Path) -> None:
     assert no_manifest.returncode == 1 and "manifest.json not found" in no_manifest.stderr
     (run / "manifest.json").write_text("{}")
     resumed = run_script("train_ppo_medqa.sh", *common, "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    assert "--ckpt.load_enable" in printed_command(resumed.stdout)
+    assert resumed.returncode == 1 and "manifest.json is not a manifest the launcher wrote" in resumed.stderr
+    assert "--ckpt.load_enable" in printed_command(resumed.stdout)  # tests/test_launch_ckpt.py resumes
 
 
 def test_errors_follow_the_command_line_convention(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -579,7 +602,15 @@ def test_ray_init_env_leaves_out_what_the_jobs_runtime_env_sets(
 def test_sft_dry_run(data_dir: Path) -> None:
     sft = write_rows(data_dir / "sft.jsonl", (launcher.sample_rows(sft=True) * 22)[:128])  # two batches of 64
     result = run_script(
-        "train_sft_medqa.sh", "--dry-run", "--train-data", str(sft), "--gpus-per-node", "4", "--tensorboard"
+        "train_sft_medqa.sh",
+        "--dry-run",
+        "--train-data",
+        str(sft),
+        "--gpus-per-node",
+        "4",
+        "--tensorboard",
+        "--checkpoints",
+        "6",
     )
     assert result.returncode == 0, result.stderr + result.stdout
     argv = printed_command(result.stdout)
@@ -587,7 +618,7 @@ def test_sft_dry_run(data_dir: Path) -> None:
     assert flag_value(argv, "--data.output_key") == "response"
     assert flag_value(argv, "--data.input_template") == "{}"  # the prompts are already rendered
     # 128 rows on 4 GPUs: 8 micro-batches of 4 per rank, 4 per optimizer step of 64 -> 2 steps an epoch, 6
-    # in 3 epochs; 10 checkpoints over 6 steps is one every step. Without it OpenRLHF's SFT saves nothing.
+    # in 3 epochs; 6 checkpoints over 6 steps is one every step. Without it OpenRLHF's SFT saves nothing.
     assert flag_value(argv, "--ckpt.save_steps") == "1" and "6 optimizer steps" in result.stdout
     odd = run_script("train_sft_medqa.sh", "--dry-run", "--train-data", str(sft), "--gpus-per-node", "3")
     assert (

@@ -100,7 +100,8 @@ def ppo_job(ray_cluster: str, tiny_qwen2: Path, tmp_path_factory: pytest.TempPat
     """`ray job submit -- bash launch/train_ppo_medqa.sh` with non-default reward flags, run to its end."""
     folder = tmp_path_factory.mktemp("ppo_job")
     rows = launcher.sample_rows()
-    train, evaluation = write_rows(folder / "train.jsonl", rows), write_rows(folder / "eval.jsonl", rows[:2])
+    # 4 dev prompts are 2 eval rounds of 2: --evals 5 in 24 steps makes an eval every 4 steps of the first 2.
+    train, evaluation = write_rows(folder / "train.jsonl", rows), write_rows(folder / "eval.jsonl", rows[:4])
     started = time.monotonic()
     submit, logs = submit_ppo(
         ray_cluster,
@@ -113,7 +114,12 @@ def ppo_job(ray_cluster: str, tiny_qwen2: Path, tmp_path_factory: pytest.TempPat
     )
     print(f"PPO job: {time.monotonic() - started:.0f} s")
     return SimpleNamespace(
-        returncode=submit.returncode, logs=logs, run=folder / "run", train=train, train_rows=len(rows)
+        returncode=submit.returncode,
+        logs=logs,
+        run=folder / "run",
+        train=train,
+        train_rows=len(rows),
+        evaluation=evaluation,
     )
 
 
@@ -124,7 +130,7 @@ def test_ppo_job_reaches_deepspeed_cuda_setup(ppo_job: SimpleNamespace) -> None:
     assert re.search(r"^namespace\(ref=namespace\(.*remote_url=\['med_rlvr_plugin/openrlhf_reward\.py'\]", logs, re.M)
     # Dataset loading in OpenRLHF's trainer actor: the training and eval files with their row counts.
     assert re.search(rf"\(PPOTrainer pid=\d+\)\S*\s+num_rows: {ppo_job.train_rows}$", logs, re.M), logs[-3000:]
-    assert re.search(r"\(PPOTrainer pid=\d+\)\S*\s+num_rows: 2$", logs, re.M)
+    assert re.search(r"\(PPOTrainer pid=\d+\)\S*\s+num_rows: 2$", logs, re.M)  # the eval subset's
     # Actor scheduling: a model actor was placed on the pretend GPU and ran its init, up to DeepSpeed's CUDA.
     assert re.search(
         r"ray::(PolicyModelActor|ReferenceModelActor|CriticModelActor)\.init_model_from_pretrained\(\)", logs
@@ -162,12 +168,12 @@ def test_reward_flags_reach_an_actor_of_the_job(ppo_job: SimpleNamespace) -> Non
 
 
 def test_ppo_job_writes_its_manifest(ppo_job: SimpleNamespace) -> None:
-    manifest = json.loads((ppo_job.run / "manifest.json").read_text())
+    manifest, subset = json.loads((ppo_job.run / "manifest.json").read_text()), ppo_job.run / "eval_subset.jsonl"
     assert manifest["reward"]["env"] == EXPECTED_ENV
     assert manifest["reward"]["file"] == "med_rlvr_plugin/openrlhf_reward.py"
     assert all(flag in manifest["launch_command"] for flag in REWARD_FLAGS)
     assert manifest["openrlhf_command"][:3] == ["python3", "-m", "openrlhf.cli.train_ppo_ray"]
-    assert manifest["openrlhf_command"][-len(TINY_RUN) + 1 :] == TINY_RUN[1:]
+    assert manifest["openrlhf_command"][-len(TINY_RUN) - 1 :] == TINY_RUN[1:] + ["--eval.dataset", str(subset)]
     assert manifest["settings"]["data"]["prompt_dataset"] == str(ppo_job.train)
     assert manifest["settings"]["vllm"]["num_engines"] == 0
     assert manifest["settings"]["ckpt"]["path"] == str(ppo_job.run / "ckpt")
@@ -186,7 +192,11 @@ def test_ppo_job_writes_its_manifest(ppo_job: SimpleNamespace) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert (ppo_job.run / "manifest.json").stat().st_mode & 0o777 == 0o666 & ~umask
-    assert sorted(path.name for path in ppo_job.run.iterdir()) == ["manifest.json"]  # the folder probe left nothing
+    # The folder probe left nothing; the periodic eval's fixed subset is the dev file's first 2 prompts.
+    assert sorted(path.name for path in ppo_job.run.iterdir()) == ["eval_subset.jsonl", "manifest.json"]
+    assert subset.read_text().splitlines() == ppo_job.evaluation.read_text().splitlines()[:2]
+    assert manifest["openrlhf_command"][manifest["openrlhf_command"].index("--eval.steps") + 1] == "4"
+    assert manifest["settings"]["eval"]["dataset"] == str(subset) and manifest["plan"]["eval"]["evals"] == 6
 
 
 def test_a_cluster_smaller_than_the_flags_stops_the_job_before_it_claims_the_folder(

@@ -13,13 +13,13 @@ from pathlib import Path
 
 from med_rlvr_plugin import launcher
 from med_rlvr_plugin.cli import ToolError, ToolParser, fail, tool_parser
-from med_rlvr_plugin.defaults import CHECKPOINTS, EVAL_SHARE
+from med_rlvr_plugin.defaults import CHECKPOINTS, EVAL_SHARE, EVALS
 from med_rlvr_plugin.files import write_together
 from med_rlvr_plugin.launcher import sample_rows
 from med_rlvr_plugin.launcher.checks import check_disk, reward_env
-from med_rlvr_plugin.launcher.manifest import claim_output_dir
+from med_rlvr_plugin.launcher.manifest import build_manifest, check_resume, claim_output_dir, resume_point
 from med_rlvr_plugin.launcher.plan import describe_ppo_plan, describe_sft_plan
-from med_rlvr_plugin.launcher.ray_job import run_ppo
+from med_rlvr_plugin.launcher.ray_job import check_runs_together, run_ppo
 from med_rlvr_plugin.launcher.runs import check_ppo, check_sft, run_flags, run_sft
 
 
@@ -38,10 +38,15 @@ def launch_parser() -> ToolParser:
         command.add_argument("--launch-command", default="", help="the launch script's command line, for the manifest")
         command.add_argument("--dry-run", action="store_true", help="check and print only")
         command.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
+        command.add_argument(
+            "--allow-changes", action="store_true", help="with --resume: resume where the command differs from the run"
+        )
         command.add_argument("--wandb-project", help="log to this wandb project; the key comes from WANDB_API_KEY")
         command.add_argument("--tensorboard", action="store_true", help="log to OUTPUT_DIR/tensorboard")
         command.add_argument(
-            "--checkpoints", type=int, default=CHECKPOINTS, help="checkpoints over the run (sets --ckpt.save_steps)"
+            "--checkpoints",
+            type=int,
+            help=f"exactly N checkpoints over the run (default {CHECKPOINTS} or the most below)",
         )
         command.add_argument(
             "--builtin-sample",
@@ -55,6 +60,14 @@ def launch_parser() -> ToolParser:
                 type=float,
                 default=EVAL_SHARE,
                 help="periodic eval's generation, as a share of training's",
+            )
+            command.add_argument(
+                "--evals", type=int, default=EVALS, help="periodic evals at least (a fixed dev subset when needed)"
+            )
+            command.add_argument(
+                "--runs-together",
+                type=int,
+                help="with --dry-run in a Ray job: check the cluster's GPUs and the disk for N such runs at once",
             )
             command.add_argument(
                 "--reward-server",
@@ -73,8 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     if options.kind == "sample":
         write_together({options.file: [json.dumps(row) + "\n" for row in sample_rows(options.sft)]})
         return 0
-    if options.checkpoints < 1 or options.kind == "ppo" and not 0 < options.eval_share:
-        parser.error("--checkpoints must be at least 1 and --eval-share above 0")
+    if (
+        (options.checkpoints is not None and options.checkpoints < 1)
+        or options.kind == "ppo"
+        and not (0 < options.eval_share and options.evals >= 0)
+    ):
+        parser.error("--checkpoints must be at least 1, --eval-share above 0 and --evals 0 or more")
+    if options.allow_changes and not options.resume:
+        parser.error("--allow-changes goes with --resume")
+    if options.kind == "ppo" and options.runs_together is not None and not (options.dry_run and options.runs_together):
+        parser.error("--runs-together N (N >= 1) is a check: it goes with --dry-run")
     if options.builtin_sample and not options.dry_run:
         parser.error("--builtin-sample is for --dry-run only: a run trains on its own data")
     if options.builtin_sample:  # the first line and the last say it: none of the user's data is checked
@@ -91,7 +112,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"med-rlvr: reward configuration for every Ray actor: {reward_env()}")
         else:
             print(describe_sft_plan(checked.plan))
-        if options.dry_run:
+        if options.resume:
+            manifest = build_manifest(options, checked.command, checked.args, checked.data, checked.plan)
+            for difference in check_resume(options.output_dir, manifest, options.allow_changes):
+                print(f"med-rlvr: --resume --allow-changes: resuming with a change: {difference}")
+            ckpt = Path(checked.args.ckpt.path, "_actor" if options.kind == "ppo" else "")
+            print(f"med-rlvr: --resume: {resume_point(ckpt)}")
+        if options.dry_run and options.kind == "ppo" and options.runs_together:
+            print(f"med-rlvr: {check_runs_together(checked, options.runs_together, options.output_dir)}")
+        elif options.dry_run:
             check_disk(options.output_dir, checked.plan, dry_run=True)
             data = ", ".join(part["files"] for part in checked.data.values())
             if options.builtin_sample:

@@ -32,7 +32,7 @@ def check_disk(output_dir: Path, plan: dict, dry_run: bool) -> None:
     if needed and needed > free:
         error = (
             f"the run needs about {gigabytes(needed)} of disk and {existing} has {gigabytes(free)} free: choose "
-            "another --output-dir, fewer --checkpoints, or -- --ckpt.max_num 1 (docs/launch.md, 'Disk')"
+            "another --output-dir, fewer --checkpoints, or -- --ckpt.disable_ds (no resume; docs/launch.md, 'Disk')"
         )
         if not dry_run:
             raise LaunchError(error)

@@ -64,6 +64,17 @@ def write_manifest(path: Path, manifest: dict) -> None:
         raise LaunchError(f"{path} exists; another launch wrote it first") from None
 
 
+def write_eval_subset(path: Path, text: str) -> None:
+    """The run's fixed dev subset for periodic eval, written once: a resume finds the same one there."""
+    if not path.exists():
+        write_new(path, text)
+    elif path.read_text() != text:
+        raise LaunchError(
+            f"{path} holds another dev subset than this command's (the dev file changed?): move it away to "
+            "evaluate on the new one, or resume with the dev file the run began with"
+        )
+
+
 def _plain(value):
     """`args` as JSON: namespaces to dicts, tuples to lists, inf to a string (JSON has no inf)."""
     if isinstance(value, SimpleNamespace):
@@ -178,3 +189,73 @@ def build_manifest(
         "versions": {"python": sys.version.split()[0], **versions},
         "plugin_git": plugin_provenance(),
     }
+
+
+def run_identity(manifest: dict) -> dict[str, object]:
+    """What a resumed run must share with the run it continues, read from a manifest: the kind, model,
+    algorithm, reward configuration and file, the data files' contents (their sha256, wherever they are
+    now) and the batch shape, GPUs included (a ZeRO state is split over the data-parallel ranks)."""
+    settings, kind = manifest["settings"], manifest["kind"]
+    ppo = kind == "ppo"
+    command = manifest["openrlhf_command"]
+    identity = {
+        "kind": kind,
+        "model": settings["actor" if ppo else "model"]["model_name_or_path"],
+        "GPUs": settings["actor"]["num_nodes"] * settings["actor"]["num_gpus_per_node"]
+        if ppo
+        else int(command[command.index("--num_gpus") + 1]),
+    }
+    if ppo:
+        identity["algorithm"] = settings["algo"]["advantage"]["estimator"]
+        # The rollout-sample recording (MED_RLVR_ROLLOUT_*) is not the reward: a resume may change it.
+        env = manifest["reward"]["env"]
+        identity["reward configuration"] = {key: env[key] for key in env if not key.startswith("MED_RLVR_ROLLOUT_")}
+        identity["reward file sha256"] = manifest["reward"]["file_sha256"]
+    for part, entry in manifest["data"].items():
+        identity[f"{part} data sha256"] = sorted(entry["sha256"].values())
+    batch = ["train.batch_size", "train.micro_batch_size"]
+    if ppo:
+        batch += ["rollout.batch_size", "rollout.n_samples_per_prompt", "rollout.micro_batch_size"]
+    for flag in batch:
+        group, name = flag.split(".")
+        identity[f"--{flag}"] = settings[group][name]
+    return identity
+
+
+def check_resume(run: Path, manifest: dict, allow_changes: bool) -> list[str]:
+    """The differences between the run in `run` (its manifest.json) and this launch's `manifest`, one
+    line each; LaunchError listing them all unless `allow_changes`."""
+    try:
+        before = run_identity(json.loads((run / "manifest.json").read_text()))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise LaunchError(
+            f"--resume: {run / 'manifest.json'} is not a manifest the launcher wrote ({error!r}), so this command "
+            "cannot be compared with the run: restore it, or start a new run"
+        ) from None
+    now = run_identity(manifest)
+    differences = [
+        f"{key}: {before.get(key)!r} then, {now.get(key)!r} now"
+        for key in dict.fromkeys([*before, *now])
+        if before.get(key) != now.get(key)
+    ]
+    if differences and not allow_changes:
+        raise LaunchError(
+            f"--resume: this command is not the run in {run} ({'; '.join(differences)}): repeat the run's own "
+            "command (manifest.json, launch_command), or pass --allow-changes to resume with these changes"
+        )
+    return differences
+
+
+def resume_point(ckpt_dir: Path) -> str:
+    """Where a resume starts, from DeepSpeed's `latest` file in `ckpt_dir`; LaunchError when it names a
+    folder that is not there, which DeepSpeed's loader would fail on."""
+    latest = ckpt_dir / "latest"
+    if not latest.is_file():
+        return f"no checkpoint in {ckpt_dir} yet (the run stopped before its first save): it starts from step 0"
+    tag = latest.read_text().strip()
+    if not (ckpt_dir / tag).is_dir():
+        raise LaunchError(
+            f"--resume: {latest} names {tag}, which is not in {ckpt_dir}; write the name of the newest whole "
+            "checkpoint folder there (DeepSpeed's loader reads it) and resume again"
+        )
+    return f"it resumes from {ckpt_dir / tag}"

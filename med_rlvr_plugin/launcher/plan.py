@@ -11,12 +11,20 @@ import argparse
 import math
 from types import SimpleNamespace
 
-from med_rlvr_plugin.defaults import DEV_SIZE, MEDQA_TRAIN_ROWS
+from med_rlvr_plugin.defaults import CHECKPOINTS, DEV_SIZE, MEDQA_TRAIN_ROWS
 from med_rlvr_plugin.launcher.errors import LaunchError
 
-# Disk per parameter: a DeepSpeed checkpoint of a bf16 model trained with Adam holds fp32 master weights
-# and two fp32 moments (12 bytes) beside the bf16 weights (2); a Hugging Face copy is the bf16 weights.
-DEEPSPEED_BYTES_PER_PARAMETER, HF_BYTES_PER_PARAMETER = 14, 2
+# Disk per parameter of a bf16 model trained with Adam. DeepSpeed's optimizer files hold the fp32 master
+# weights and Adam's two fp32 moments (4 + 4 + 4 = 12 bytes, partitioned over the ranks); below ZeRO-3
+# its model-states file adds the bf16 weights (2), while ZeRO-3's holds none (each rank's weights are a
+# partition of the fp32 copy). A Hugging Face copy is the bf16 weights. tests/test_launch_ckpt.py measures
+# a real DeepSpeed checkpoint.
+OPTIMIZER_BYTES_PER_PARAMETER, HF_BYTES_PER_PARAMETER = 12, 2
+
+
+def deepspeed_bytes_per_parameter(zero_stage: int) -> int:
+    """Bytes a parameter in one DeepSpeed checkpoint: 12 + 2 below ZeRO-3, 12 under it."""
+    return OPTIMIZER_BYTES_PER_PARAMETER + (HF_BYTES_PER_PARAMETER if zero_stage < 3 else 0)
 
 
 # The default model's architecture (its config.json), so that a dry run on a machine without the hub can
@@ -89,7 +97,8 @@ def checkpoint_disk(
     """
     if not parameters:
         return None
-    deepspeed_set = 0 if args.ckpt.disable_ds else models * DEEPSPEED_BYTES_PER_PARAMETER * parameters
+    per_parameter = deepspeed_bytes_per_parameter(args.ds.zero_stage)
+    deepspeed_set = 0 if args.ckpt.disable_ds else models * per_parameter * parameters
     hf_copy = HF_BYTES_PER_PARAMETER * parameters if args.ckpt.save_hf else 0
     return {
         "deepspeed_set": deepspeed_set,
@@ -167,11 +176,14 @@ def even_rank_shares(args: SimpleNamespace, samples: int) -> dict[str, list[int]
     return shares
 
 
-def ppo_plan(args: SimpleNamespace, train_rows: int, eval_rows: int, parameters: int | None) -> dict:
+def ppo_plan(
+    args: SimpleNamespace, train_rows: int, eval_rows: int, parameters: int | None, evals_wanted: int = 0
+) -> dict:
     """The run's arithmetic from OpenRLHF's rules, checked: every rollout whole and split evenly over the
     ranks, steps, responses, eval rounds, checkpoints and their disk. Raises LaunchError with the fix.
 
-    `train_rows` and `eval_rows` are the prompts OpenRLHF will load (after --data.max_samples).
+    `train_rows` and `eval_rows` are the prompts OpenRLHF will load (after --data.max_samples); with fewer
+    evals than `evals_wanted`, the plan says why.
     """
     prompts, per_prompt = args.rollout.batch_size, args.rollout.n_samples_per_prompt
     samples = prompts * per_prompt
@@ -190,6 +202,7 @@ def ppo_plan(args: SimpleNamespace, train_rows: int, eval_rows: int, parameters:
     eval_rounds = -(-eval_rows // prompts)  # OpenRLHF generates eval prompts in rounds of the rollout batch
     save_steps = args.ckpt.save_steps if args.ckpt.save_steps > 0 else math.inf
     saves = int(steps // save_steps) if math.isfinite(save_steps) else 0
+    kept = kept_deepspeed_states(args, saves, beside_hf=False)  # PPO's states go to ckpt.path/_actor, _critic
     best = args.eval.dataset and args.ckpt.best_metric_key != "none"
 
     # The actor's and the critic's DeepSpeed state (the reference is never saved); at worst every eval
@@ -211,9 +224,10 @@ def ppo_plan(args: SimpleNamespace, train_rows: int, eval_rows: int, parameters:
             "rounds_each": eval_rounds,
             "responses": evals * eval_rows * args.eval.n_samples_per_prompt,
             "share_of_generation": evals * eval_rounds / steps,
+            "wanted": evals_wanted,
         },
         "best_checkpoint": args.ckpt.best_metric_key if best else "none",
-        "checkpoints": {"every": save_steps, "count": saves, "deepspeed_kept": min(args.ckpt.max_num, saves)},
+        "checkpoints": {"every": save_steps, "count": saves, "deepspeed_kept": kept},
         "parameters": parameters,
         "disk_bytes": disk,
     }
@@ -241,8 +255,12 @@ def describe_ppo_plan(args: SimpleNamespace, plan: dict) -> str:
             f" prompts ({evaluation['share_of_generation']:.0%} on top of the {plan['steps']} training rounds); best"
             f" checkpoint: {'by ' + plan['best_checkpoint'] if plan['best_checkpoint'] != 'none' else 'off'}"
         )
+        if subset_of := evaluation.get("subset_of"):
+            lines[-1] += f"; a fixed subset: the first {evaluation['prompts']} of the {subset_of:,} dev prompts"
+        if evaluation["evals"] < evaluation["wanted"]:
+            lines[-1] += f"; fewer than --evals {evaluation['wanted']}: {fewer_evals(plan)}"
     else:
-        lines.append("periodic eval: none")
+        lines.append(f"periodic eval: none ({fewer_evals(plan)})")
     size = "size unknown (give --model a local folder to size it)"
     if disk:
         size = (
@@ -250,9 +268,20 @@ def describe_ppo_plan(args: SimpleNamespace, plan: dict) -> str:
             f" {checkpoints['deepspeed_kept']} kept; Hugging Face weights {gigabytes(disk['hf_copy'])} each, never"
             f" deleted; estimated peak disk {gigabytes(disk['total'])}"
         )
-    lines.append(f"checkpoints: every {checkpoints['every']} steps = {checkpoints['count']}; {size}")
+    count = f"{checkpoints['count']}{checkpoints.get('note', '')}"
+    lines.append(f"checkpoints: every {checkpoints['every']} steps = {count}; {size}")
     gpus = trained_models(args)["actor"][0]
     return "\n".join(f"med-rlvr: plan ({gpus} GPUs): {line}" for line in lines)
+
+
+def fewer_evals(plan: dict) -> str:
+    """Why a PPO plan has fewer periodic evals than `--evals` asked for."""
+    evaluation, steps = plan["eval"], plan["steps"]
+    if not evaluation["prompts"] or not math.isfinite(evaluation["every"]):
+        return "no eval data" if not evaluation["prompts"] else "no --eval.steps"
+    if steps < evaluation["wanted"]:
+        return f"the run has {steps} steps"
+    return f"--eval.steps {evaluation['every']} of the command, in {steps} steps"
 
 
 def sft_steps(args: SimpleNamespace, rows: int, gpus: int) -> int:
@@ -263,42 +292,120 @@ def sft_steps(args: SimpleNamespace, rows: int, gpus: int) -> int:
     """
     micro, batch = args.train.micro_batch_size, args.train.batch_size
     check_batch_sizes(args, sft_gpus=gpus)
-    steps = rows // gpus // micro // (batch // micro // gpus) * args.train.max_epochs
+    # The trainer carries an unfinished accumulation window over into the next epoch.
+    steps = rows // gpus // micro * args.train.max_epochs // (batch // micro // gpus)
     if not steps:
         raise LaunchError(f"{rows} rows on {gpus} GPUs do not fill one batch of {batch}: lower --train.batch_size")
     return steps
 
 
+def save_interval(steps: int, checkpoints: int | None) -> int:
+    """--ckpt.save_steps for exactly `checkpoints` saves in `steps` steps, or LaunchError with the counts
+    that can be had; for None (not asked), CHECKPOINTS saves or the most below it the run can have.
+
+    PPO's and SFT's trainers both save at every step that is a multiple of it, so the interval must lie
+    in (steps / (checkpoints + 1), steps / checkpoints].
+    """
+    asked = checkpoints or CHECKPOINTS
+    interval = steps // asked
+    if interval and steps // interval == asked:
+        return interval
+    if checkpoints is None:
+        return interval + 1
+    counts = f"{steps // (interval + 1)} or {steps // interval}" if interval else f"{steps} or fewer"
+    raise LaunchError(
+        f"--checkpoints {checkpoints}: no interval gives exactly {checkpoints} saves in {steps} steps (OpenRLHF "
+        f"saves at every multiple of --ckpt.save_steps); pass --checkpoints {counts}"
+    )
+
+
+def kept_deepspeed_states(args: SimpleNamespace, saves: int, beside_hf: bool) -> int:
+    """The DeepSpeed states OpenRLHF's rotation keeps; LaunchError when it would delete what must stay.
+
+    Before each save, `save_ckpt` deletes the oldest folders of its checkpoint folder until --ckpt.max_num
+    - 1 remain: with 1, the last whole state is gone while the next is written, and a crash then leaves
+    `latest` naming a deleted folder. SFT writes its Hugging Face copies (`beside_hf`) into that same
+    folder, so the rotation counts them too and deletes the oldest copies unless it keeps everything.
+    """
+    if args.ckpt.disable_ds or saves < 2:
+        return 0 if args.ckpt.disable_ds else saves
+    needed = 2 * saves - 1 if beside_hf else 2
+    if args.ckpt.max_num < needed:
+        what = "the oldest Hugging Face copies" if beside_hf else "the last whole state before writing the next"
+        raise LaunchError(
+            f"--ckpt.max_num {args.ckpt.max_num} makes OpenRLHF delete {what} ({saves} saves"
+            f"{', each a DeepSpeed folder and a _hf folder in one rotation' if beside_hf else ''}): use "
+            f"--ckpt.max_num {needed} or more, or leave it to the launcher (docs/launch.md, 'Disk')"
+        )
+    return min(args.ckpt.max_num, saves)
+
+
 def sft_plan(args: SimpleNamespace, rows: int, steps: int, parameters: int | None) -> dict:
     """The SFT run's checkpoints (OpenRLHF's SFT saves one every --ckpt.save_steps) and their disk."""
     saves = steps // args.ckpt.save_steps if args.ckpt.save_steps > 0 else 0
+    kept = kept_deepspeed_states(args, saves, beside_hf=args.ckpt.save_hf)
     return {
         "train_rows": rows,
         "steps": steps,
-        "checkpoints": {"every": args.ckpt.save_steps, "count": saves},
+        "checkpoints": {
+            "every": args.ckpt.save_steps,
+            "count": saves,
+            "deepspeed_kept": kept,
+            "hf": args.ckpt.save_hf,
+        },
         "parameters": parameters,
         "disk_bytes": checkpoint_disk(args, parameters, 1, saves),
     }
 
 
+def note_checkpoints(plan: dict, checkpoints: int | None, given: list[str]) -> None:
+    """Say in the plan why a run whose saves the launcher planned without --checkpoints has fewer than
+    CHECKPOINTS (`save_interval`)."""
+    count = plan["checkpoints"]["count"]
+    if checkpoints is None and "--ckpt.save_steps" not in given and count < CHECKPOINTS:
+        plan["checkpoints"]["note"] = (
+            f" (not {CHECKPOINTS}: no interval gives exactly {CHECKPOINTS} saves in {plan['steps']} steps)"
+        )
+
+
 def describe_sft_plan(plan: dict) -> str:
     """The SFT plan as the dry run prints it."""
     checkpoints, disk = plan["checkpoints"], plan["disk_bytes"]
+    kept = f"the last {checkpoints['deepspeed_kept']} DeepSpeed states kept"
+    if checkpoints["hf"]:  # one rotation for both in OpenRLHF's SFT: keeping every copy keeps every state
+        kept += " and every Hugging Face copy"
     return (
         f"med-rlvr: plan: {plan['steps']} optimizer steps, a checkpoint every {checkpoints['every']}"
-        f" = {checkpoints['count']}; estimated peak disk {gigabytes(disk['total']) if disk else 'unknown'}"
+        f" = {checkpoints['count']}{checkpoints.get('note', '')}, {kept}; estimated peak disk"
+        f" {gigabytes(disk['total']) if disk else 'unknown'}"
     )
+
+
+def eval_schedule(steps: int, eval_rows: int, prompts: int, share: float, wanted: int) -> tuple[int, int]:
+    """(--eval.steps, dev prompts an eval) for at least `wanted` evals over `steps`.
+
+    Eval generates in rounds of the rollout batch (`prompts`). The whole dev file, as often as `share` of
+    training's generation rounds pays for, when that is `wanted` times or more; else `wanted` evals of a
+    fixed subset, the file's first prompts in the whole rounds that share pays for (one at least). A run
+    of fewer steps than `wanted` evaluates at every step.
+    """
+    every = math.ceil(-(-eval_rows // prompts) / share)
+    if steps // every >= wanted:
+        return every, eval_rows
+    every = max(1, steps // wanted)
+    return every, min(eval_rows, max(1, math.floor(share * every)) * prompts)
 
 
 def planned_flags(
     args: SimpleNamespace, train_rows: int, eval_rows: int, options: argparse.Namespace, given: list[str]
-) -> list[str]:
-    """OpenRLHF flags the plan sets unless the command gives them itself.
+) -> tuple[list[str], int | None]:
+    """OpenRLHF flags the plan sets unless the command gives them itself, and the size of the fixed dev
+    subset each eval reads, or None for the whole dev file.
 
     --data.max_samples: the training prompts rounded down to whole rollouts (OpenRLHF would train on a
-    short last rollout, whose uneven split over the ranks hangs ZeRO-3). --eval.steps: eval generates in
-    rounds of the rollout batch, so each --algo evaluates as often as costs `--eval-share` of its training
-    generation. --ckpt.save_steps: `--checkpoints` saves spread over the run.
+    short last rollout, whose uneven split over the ranks hangs ZeRO-3). --eval.steps: `eval_schedule`,
+    for `--evals` evals at `--eval-share` of training's generation. --ckpt.save_steps: exactly
+    `--checkpoints` saves over the run.
     """
     prompts = args.rollout.batch_size
     rows, flags = min(train_rows, args.data.max_samples), []
@@ -306,9 +413,11 @@ def planned_flags(
         rows = rows // prompts * prompts
         flags += ["--data.max_samples", str(rows)]
     steps = rows // prompts * args.train.num_episodes
-    if args.eval.dataset and eval_rows and "--eval.steps" not in given:
-        rounds = -(-min(eval_rows, rows) // prompts)
-        flags += ["--eval.steps", str(math.ceil(rounds / options.eval_share))]
+    eval_rows, subset = min(eval_rows, rows), None
+    if args.eval.dataset and eval_rows and steps and "--eval.steps" not in given:
+        every, prompts_each = eval_schedule(steps, eval_rows, prompts, options.eval_share, options.evals)
+        flags += ["--eval.steps", str(every)]
+        subset = prompts_each if prompts_each < eval_rows else None
     if steps and "--ckpt.save_steps" not in given:
-        flags += ["--ckpt.save_steps", str(-(-steps // options.checkpoints))]
-    return flags
+        flags += ["--ckpt.save_steps", str(save_interval(steps, options.checkpoints))]
+    return flags, subset

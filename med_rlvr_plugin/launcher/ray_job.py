@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import runpy
@@ -19,7 +20,7 @@ from med_rlvr_plugin.launcher.checks import (
     start_reward_server,
 )
 from med_rlvr_plugin.launcher.errors import LaunchError
-from med_rlvr_plugin.launcher.manifest import build_manifest, write_manifest
+from med_rlvr_plugin.launcher.manifest import build_manifest, write_eval_subset, write_manifest
 from med_rlvr_plugin.launcher.openrlhf_cli import PPO_MODULE, openrlhf_ray_env
 from med_rlvr_plugin.launcher.plan import trained_models
 
@@ -170,6 +171,8 @@ def run_ppo(options: argparse.Namespace, checked: SimpleNamespace, manifest_path
         print(f"med-rlvr: the reward configuration and {options.output_dir} reached each of {len(nodes)} node(s)")
         check_disk(options.output_dir, checked.plan, dry_run=False)
         write_manifest(manifest_path, build_manifest(options, command, checked.args, checked.data, checked.plan))
+        if checked.eval_subset:
+            write_eval_subset(*checked.eval_subset)
     except BaseException:
         if created and not any(options.output_dir.iterdir()):
             options.output_dir.rmdir()
@@ -177,3 +180,26 @@ def run_ppo(options: argparse.Namespace, checked: SimpleNamespace, manifest_path
     print(f"med-rlvr: manifest {manifest_path}", flush=True)
     sys.argv = command[2:]  # the module and its flags
     runpy.run_module(PPO_MODULE, run_name="__main__", alter_sys=True)
+
+
+def check_runs_together(checked: SimpleNamespace, runs: int, output_dir: Path) -> str:
+    """For `ablate_reward_schemes.sh --parallel`, in a Ray job: the cluster's free GPUs hold `runs` runs of
+    this layout at once (`check_cluster` on the layout with every model's nodes times `runs`), and the
+    output folder's free disk their checkpoints; else LaunchError."""
+    import ray
+
+    try:
+        ray.init(address="auto")  # never a new local Ray instance
+    except ConnectionError:
+        raise LaunchError("--runs-together checks a running Ray cluster: submit it as a Ray job") from None
+    args = copy.deepcopy(checked.args)
+    for model in (args.actor, args.critic, args.ref):
+        model.num_nodes *= runs
+    args.vllm.num_engines *= runs
+    try:
+        cluster = check_cluster(args, [node for node in ray.nodes() if node["Alive"]])
+    except LaunchError as error:
+        raise LaunchError(f"{runs} runs at once: {error}") from None
+    disk = checked.plan["disk_bytes"]
+    check_disk(output_dir, {"disk_bytes": disk and {"total": runs * disk["total"]}}, dry_run=False)
+    return f"{runs} runs at once: the cluster has the {cluster}, and the disk their checkpoints"

@@ -19,6 +19,7 @@ from med_rlvr_plugin.launcher.checks import (
     check_reward,
     check_reward_server,
     check_sft_data,
+    data_paths,
     prompt_limit_flags,
     reward_env,
 )
@@ -30,8 +31,10 @@ from med_rlvr_plugin.launcher.plan import (
     README_TRAIN_ROWS,
     check_batch_sizes,
     model_parameters,
+    note_checkpoints,
     planned_flags,
     ppo_plan,
+    save_interval,
     sft_plan,
     sft_steps,
 )
@@ -103,7 +106,12 @@ def check_ppo(trainer_args: list[str], options: argparse.Namespace) -> SimpleNam
         )
     else:
         train_rows = len(prompts)
-    if extra := extra + planned_flags(args, train_rows, eval_rows, options, trainer_args):
+    planned, subset_rows = planned_flags(args, train_rows, eval_rows, options, trainer_args)
+    extra, subset = extra + planned, None
+    if subset_rows:  # a fixed subset of the dev prompts, written beside the manifest (every node sees it)
+        subset = eval_subset(args.eval.dataset, subset_rows, options.output_dir / "eval_subset.jsonl")
+        trainer_args = trainer_args + ["--eval.dataset", str(subset[0])]  # last: it replaces the script's
+    if extra or subset:
         trainer_args = extra + trainer_args
         args = parse_openrlhf_args(PPO_MODULE, trainer_args)
     if args.data.max_samples < train_rows:
@@ -111,12 +119,37 @@ def check_ppo(trainer_args: list[str], options: argparse.Namespace) -> SimpleNam
             f"med-rlvr: --data.max_samples {args.data.max_samples}: {train_rows - args.data.max_samples} prompts "
             "(the file's last) are left out so that every rollout is whole"
         )
-    rows, eval_rows = min(train_rows, args.data.max_samples), min(eval_rows, args.data.max_samples)
-    plan = ppo_plan(args, rows, eval_rows, model_parameters(args.actor.model_name_or_path))
+    rows, dev_rows = min(train_rows, args.data.max_samples), min(eval_rows, args.data.max_samples)
+    parameters = model_parameters(args.actor.model_name_or_path)
+    plan = ppo_plan(args, rows, subset_rows or dev_rows, parameters, options.evals)
+    note_checkpoints(plan, options.checkpoints, trainer_args)
+    if subset:
+        plan["eval"]["subset_of"] = dev_rows
+        data["eval"]["subset"] = {"file": str(subset[0]), "rows": subset_rows}
     command = ["python3", "-m", PPO_MODULE, *trainer_args]
     return SimpleNamespace(
-        args=args, command=command, data=data, plan=plan, rewards=rewards, prompt=prompt, label=label
+        args=args,
+        command=command,
+        data=data,
+        plan=plan,
+        rewards=rewards,
+        prompt=prompt,
+        label=label,
+        eval_subset=subset,
     )
+
+
+def eval_subset(files: str, rows: int, path: Path) -> tuple[Path, str]:
+    """The first `rows` prompts of the eval files as JSON lines, and where the run keeps them."""
+    lines = []
+    for file in data_paths(files):
+        if file.suffix != ".jsonl":
+            raise LaunchError(
+                f"periodic eval on a fixed subset of the dev prompts is written as JSON lines, and {file} is not "
+                "a .jsonl file: give --eval-data as .jsonl, or set -- --eval.steps N yourself"
+            )
+        lines += [line for line in file.read_text().splitlines(keepends=True) if line.strip()]
+    return path, "".join(lines[:rows])
 
 
 def check_sft(trainer_args: list[str], options: argparse.Namespace) -> SimpleNamespace:
@@ -128,14 +161,23 @@ def check_sft(trainer_args: list[str], options: argparse.Namespace) -> SimpleNam
     print(f"med-rlvr: SFT data {args.data.dataset}: {len(rows)} rows, every target graded correct by the verifier")
     rows_planned = README_TRAIN_ROWS if options.builtin_sample else len(rows)
     steps = sft_steps(args, rows_planned, options.num_gpus)
-    if "--ckpt.save_steps" not in trainer_args:
-        trainer_args = ["--ckpt.save_steps", str(-(-steps // options.checkpoints))] + trainer_args
-        args = parse_openrlhf_args(SFT_MODULE, trainer_args)
+    # OpenRLHF's SFT rotation counts the Hugging Face copies with the DeepSpeed states in one folder, so
+    # keeping every copy means keeping every state (`plan.kept_deepspeed_states`).
+    given, save_steps = trainer_args, args.ckpt.save_steps
+    if "--ckpt.save_steps" not in given:
+        save_steps = save_interval(steps, options.checkpoints)
+        trainer_args = ["--ckpt.save_steps", str(save_steps)] + trainer_args
+    if "--ckpt.max_num" not in given and save_steps > 0:
+        kept = 2 * (steps // save_steps) if args.ckpt.save_hf else 2
+        trainer_args = ["--ckpt.max_num", str(max(2, kept))] + trainer_args
+    args = parse_openrlhf_args(SFT_MODULE, trainer_args)
+    plan = sft_plan(args, rows_planned, steps, model_parameters(args.model.model_name_or_path))
+    note_checkpoints(plan, options.checkpoints, given)
     return SimpleNamespace(
         args=args,
         command=["deepspeed", "--num_gpus", str(options.num_gpus), "--module", SFT_MODULE, *trainer_args],
         data={"train": {"files": args.data.dataset, "rows": len(rows)}},
-        plan=sft_plan(args, rows_planned, steps, model_parameters(args.model.model_name_or_path)),
+        plan=plan,
     )
 
 
