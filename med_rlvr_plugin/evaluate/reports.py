@@ -388,8 +388,8 @@ def compare_markdown(table: Mapping) -> str:
         f"{title}, percent [95% Wilson interval over questions]; difference from {table['baseline']} in points "
         "on the questions both answered (n) [95% interval]; p: McNemar's exact test with the interval it "
         "inverts (one response per question), else the paired bootstrap over questions "
-        f"({RESAMPLES:,} resamples: p is at least {2 / (RESAMPLES + 1):.1g}). † marks generation settings that "
-        "differ from the first model's."
+        f"({RESAMPLES:,} resamples: p is at least {2 / (RESAMPLES + 1):.1g})."
+        + (" † marks generation settings that differ from the first model's." if differ else "")
     )
     return "\n\n".join([note, markdown_table(header, rows), *(["\n".join(differ)] if differ else [])]) + "\n"
 
