@@ -244,6 +244,53 @@ def test_process_results_grades_like_the_paper():
     assert evaluate.doc_to_text(chat) == "Q?\nA. x\nB. y"
 
 
+def test_strict_accuracy_and_reward_read_off_the_lenient_grade_equal_the_verifier_s():
+    """grade_texts grades once, in lenient format, and reads strict format off that grade: for responses of
+    every shape under eight reward configurations, the same verdicts as `grade_response` in strict format."""
+    from dataclasses import replace
+
+    from med_rlvr_plugin.verifier import grade_response
+
+    think = "The findings point to one mechanism rather than the others, so the answer follows."
+    shapes = [
+        " <think>{think}</think> <answer>{gold}</answer>",
+        " <think>{think}</think> <answer>{wrong}</answer>",
+        "Step by step. <think>{think}</think> <answer>{gold}</answer>",
+        "Step by step. <think>{think}</think> <answer>{wrong}</answer>",
+        "Step by step. <think>{think}</think> <answer>{gold}</answer> Hope this helps.",
+        "Step by step. <think>{think}",
+        " <think>{gold}</think> <answer>{gold}</answer>",
+        "So: <think>{gold}</think> <answer>{gold}</answer>",
+        " <think>Short.</think> <answer>{gold}</answer>",
+        "Hi <think>Short.</think> <answer>{wrong}</answer>",
+        " <think>{think}</think> <answer>{gold} or {wrong}</answer>",
+        "\n  <think>{think}</think>\n<answer>({gold})</answer>",
+        "no tags at all, answer {gold}",
+        "",
+    ]
+    configs = [
+        RewardConfig(scheme=scheme, format=fmt, **penalties)
+        for scheme in ("neutral", "penalized")
+        for fmt in ("lenient", "strict")
+        for penalties in ({}, {"leak_penalty": 0.5, "min_think_words": 5, "short_think_penalty": 0.5})
+    ]
+    checked = 0
+    for row in sample_rows():
+        gold = row["label"]
+        wrong = "A" if gold != "A" else "B"
+        for shape in shapes:
+            text = shape.format(think=think, gold=gold, wrong=wrong)
+            for config in configs:
+                graded = evaluate.grade_texts(row["prompt"], [text], gold, config)
+                strict = grade_response(row["prompt"] + text, row["prompt"], gold, replace(config, format="strict"))
+                lenient = grade_response(row["prompt"] + text, row["prompt"], gold, replace(config, format="lenient"))
+                assert graded["accuracy_strict"] == strict.correct, (text, config)
+                assert graded["reward"] == (strict if config.format == "strict" else lenient).reward, (text, config)
+                assert graded["accuracy"] == lenient.correct and graded["preamble"] == lenient.preamble
+                checked += 1
+    assert checked == len(sample_rows()) * len(shapes) * len(configs)
+
+
 def test_report_from_fixed_responses(tmp_path):
     summary = report(fixed_model(tmp_path / "rlvr"), RewardConfig())
     task = summary["tasks"]["medrlvr_medqa"]

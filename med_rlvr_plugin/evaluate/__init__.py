@@ -43,7 +43,6 @@ from med_rlvr_plugin.verifier import (
     ANSWER_OPEN,
     RewardConfig,
     config_from_env,
-    grade_response,
     parse_answer_letter,
     parse_label,
 )
@@ -54,7 +53,7 @@ LOGLIK_TEMPLATE = TASK_DIR / "_medrlvr_loglik_template_yaml"
 OOD_GROUP = TASK_DIR / "medrlvr_ood.yaml"
 # Per-question metrics: key, what the report calls it, and kind. The keys are reward.METRICS' names (of the
 # lenient-format score, the paper's) and evaluate's own three, ADDED_METRICS. A "rate" is a proportion of
-# responses, the "mean" reward a bounded average (both Wilson intervals over questions), a "count" an
+# responses, the "mean" reward an average in [-1, 1] (both Wilson intervals over questions), a "count" an
 # average number of words or characters (a log-scale t interval).
 ADDED_METRICS = ("accuracy_strict", "relaxed_accuracy", "reward")
 METRICS = (
@@ -124,37 +123,34 @@ def relaxed_letter(completion: str) -> str | None:
 def grade_texts(prompt: str, texts: Sequence[str], label: object, config: RewardConfig) -> dict[str, float]:
     """Each metric of METRICS for one question, averaged over its responses `texts` to `prompt`.
 
-    The metrics of reward.METRICS are `score_sample`'s in lenient format (the paper's); accuracy is graded
-    again in strict format, and the reward is the one `config` (the training run's) gives.
+    The metrics of reward.METRICS are `score_sample`'s in lenient format (the paper's); accuracy in strict
+    format and the reward `config` (the training run's) gives are read off the same grade: strict format
+    differs only in refusing text before `<think>` in an otherwise well-formed response, which then earns
+    -1 (`verifier.grade_response` checks it after the tags, before the letter). Grading once instead of
+    twice; tests/test_evaluate.py checks the two against `grade_response` in strict format.
     """
     gold = parse_label(label)
-    lenient, strict = _formats(config)
+    lenient = _lenient(config)
     totals: Counter = Counter()
     for text in texts:
         score = score_sample(prompt + text, prompt, label, lenient)
-        strict_grade = grade_response(prompt + text, prompt, label, strict)
+        grade = score.grade
+        refused = grade.well_formed and grade.preamble  # malformed in strict format
         totals.update(score.metrics)
         totals.update(
             {
-                "accuracy_strict": strict_grade.correct,
-                "relaxed_accuracy": relaxed_letter(score.grade.completion) == gold,
-                "reward": (strict_grade if config.format == "strict" else score.grade).reward,
+                "accuracy_strict": grade.correct and not refused,
+                "relaxed_accuracy": relaxed_letter(grade.completion) == gold,
+                "reward": -1.0 if refused and config.format == "strict" else grade.reward,
             }
         )
     return {key: totals[key] / len(texts) for key, _, _ in METRICS}
 
 
-def reward_range(config: RewardConfig) -> tuple[float, float]:
-    """The lowest and highest reward `config` gives: -1 malformed, or wrong less both penalties; +1."""
-    wrong = (0.0 if config.scheme == "neutral" else -1.0) - config.leak_penalty
-    wrong -= config.short_think_penalty if config.min_think_words > 0 else 0.0
-    return min(-1.0, wrong), 1.0
-
-
 @lru_cache(maxsize=8)
-def _formats(config: RewardConfig) -> tuple[RewardConfig, RewardConfig]:
-    """`config` in lenient and in strict format; cached, since copying a dataclass costs a tenth of grading."""
-    return replace(config, format="lenient"), replace(config, format="strict")
+def _lenient(config: RewardConfig) -> RewardConfig:
+    """`config` in lenient format; cached, since copying a dataclass costs a tenth of grading."""
+    return replace(config, format="lenient")
 
 
 # ---------------------------------------------------------------- lm-eval task hooks

@@ -17,7 +17,6 @@ from med_rlvr_plugin.evaluate import (
     check_row,
     doc_to_text,
     grade_texts,
-    reward_range,
     training_config,
 )
 from med_rlvr_plugin.evaluate.modes import compare_blocks, modes_markdown, read_loglik_questions, split_modes
@@ -79,10 +78,12 @@ def read_questions(path: Path, config: RewardConfig) -> list[dict]:
     hold `accuracy` only (modes.py)."""
     if SAMPLES_NAME.fullmatch(path.name)["task"].endswith(LOGLIK):
         return read_loglik_questions(path)
-    questions, seen = [], Counter()
+    questions, seen, generation = [], Counter(), None
     for sample in read_samples(path):
         doc = sample.doc
         check_row(doc, f"{sample.where}: doc")
+        # Equal settings share one dict: thousands of live copies would cost the garbage collector time.
+        generation = generation if sample.generation == generation else sample.generation
         # Rows are paired across models by their prepared `id` (its n-th occurrence, should a file repeat one).
         identity = str(doc.get("id", sample.doc_id))
         seen[identity] += 1
@@ -95,7 +96,7 @@ def read_questions(path: Path, config: RewardConfig) -> list[dict]:
                 "k": len(sample.responses),
                 "label": str(doc["label"]),
                 "prompt": doc_to_text(doc),
-                "generation": sample.generation,
+                "generation": generation,
                 **grade_texts(sample.prompt, sample.responses, doc["label"], config),
             }
         )
@@ -106,15 +107,16 @@ def read_questions(path: Path, config: RewardConfig) -> list[dict]:
     return questions
 
 
-def summarize(questions: Sequence[Mapping], rewards: tuple[float, float] = (-1.0, 1.0)) -> dict:
+def summarize(questions: Sequence[Mapping]) -> dict:
     """Each metric's value and 95% interval over questions; pass@k with k responses per question. Rates,
-    pass@k and the reward (in `rewards`, its range) are bounded means of the questions (Wilson, at any k);
-    counts get the log-scale t interval."""
+    pass@k and the reward (in [-1, 1]: the verifier clamps it) are bounded means of the questions (Wilson,
+    at any k); counts get the log-scale t interval."""
     n, k = len(questions), questions[0]["k"]
     summary: dict = {"n": n, "responses_per_question": k, "metrics": {}}
     for key, _, kind in (metric for metric in METRICS if metric[0] in questions[0]):  # loglik: accuracy only
         values = [question[key] for question in questions]
-        low, high = count_interval(values) if kind == "count" else bounded_interval(values, *_range(kind, rewards))
+        bounds = (-1.0, 1.0) if kind == "mean" else (0.0, 1.0)
+        low, high = count_interval(values) if kind == "count" else bounded_interval(values, *bounds)
         summary["metrics"][key] = {"value": sum(values) / n, "low": low, "high": high}
     if k > 1:
         values = [pass_at_k(k, round(question["accuracy"] * k), k) for question in questions]
@@ -123,13 +125,9 @@ def summarize(questions: Sequence[Mapping], rewards: tuple[float, float] = (-1.0
     return summary
 
 
-def _range(kind: str, rewards: tuple[float, float]) -> tuple[float, float]:
-    return rewards if kind == "mean" else (0.0, 1.0)
-
-
-def summarize_task(questions: Sequence[Mapping], rewards: tuple[float, float] = (-1.0, 1.0)) -> dict:
+def summarize_task(questions: Sequence[Mapping]) -> dict:
     """`summarize` for the whole task and for each subgroup (MedQA step, MMLU-Pro source)."""
-    summary = summarize(questions, rewards)
+    summary = summarize(questions)
     groups = defaultdict(list)
     for question in questions:
         if question["subgroup"]:
@@ -137,7 +135,7 @@ def summarize_task(questions: Sequence[Mapping], rewards: tuple[float, float] = 
     if groups:
         summary["subgroups"] = {
             "field": next(iter(groups))[0],
-            "groups": {value: summarize(members, rewards) for (_, value), members in sorted(groups.items())},
+            "groups": {value: summarize(members) for (_, value), members in sorted(groups.items())},
         }
     return summary
 
@@ -265,7 +263,7 @@ def report(directory: str | os.PathLike, config: RewardConfig | None = None) -> 
     logs = latest_sample_logs(directory, notes)
     questions = {task: read_questions(path, config) for task, path in logs.items()}
     record = provenance(logs, questions)
-    tasks = {task: summarize_task(questions[task], reward_range(config)) for task in logs}
+    tasks = {task: summarize_task(questions[task]) for task in logs}
     summary = {
         "model": directory.name,
         **record["model"],
