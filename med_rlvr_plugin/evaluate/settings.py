@@ -119,7 +119,7 @@ def check_hub_model(model: str) -> None:
 
     try:
         AutoConfig.from_pretrained(model)
-    except (OSError, ValueError) as error:
+    except OSError as error:  # not ValueError: a model needing trust_remote_code is lm-eval's to load
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise EvalError(
             f"model {model}: not a local folder, and the Hugging Face hub cannot give it ({reason[:200]}); "
