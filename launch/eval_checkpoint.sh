@@ -24,7 +24,10 @@ Generation:
   --n-samples K            responses per question (default 1); accuracy is then pass@1, their mean, and
                            pass@K is reported too
   --temperature T          (default 0, greedy, for 1 sample; 1.0, training's, for more)
-  --max-gen-toks N         (default 1024, training's --rollout.max_new_tokens)
+  --max-gen-toks N         (default: the run's max_new_tokens from its manifest.json, else 1024, training's
+                           --rollout.max_new_tokens)
+  --settings manifest|shell    when this shell's MED_RLVR_* variables or --max-gen-toks contradict the run's
+                           manifest.json (refused by default): use the manifest's, or the shell's
   --limit N                only the first N questions of each file
 vLLM (lm-eval's model arguments):
   --tensor-parallel N      GPUs per model replica (default 1)
@@ -40,8 +43,8 @@ EOF
 die() { echo "med-rlvr eval_checkpoint.sh: error: $*" >&2; exit 2; }
 value() { [[ $# -ge 2 && $2 != --* ]] || die "$1 needs a value (see --help)"; echo "$2"; }
 
-run_dir="" output_dir="" data="" temperature="" limit="" max_model_len="" model_args=""
-n_samples=1 max_gen_toks=1024 tensor_parallel=1 data_parallel=1 gpu_memory_utilization=0.9
+run_dir="" output_dir="" data="" temperature="" limit="" max_model_len="" model_args="" max_gen_toks="" settings=""
+n_samples=1 tensor_parallel=1 data_parallel=1 gpu_memory_utilization=0.9
 models=()
 while (($#)); do
   case "$1" in
@@ -52,6 +55,7 @@ while (($#)); do
     --n-samples) n_samples=$(value "$@"); shift 2 ;;
     --temperature) temperature=$(value "$@"); shift 2 ;;
     --max-gen-toks) max_gen_toks=$(value "$@"); shift 2 ;;
+    --settings) settings=$(value "$@"); shift 2 ;;
     --limit) limit=$(value "$@"); shift 2 ;;
     --tensor-parallel) tensor_parallel=$(value "$@"); shift 2 ;;
     --data-parallel) data_parallel=$(value "$@"); shift 2 ;;
@@ -79,7 +83,9 @@ vllm_args+=",gpu_memory_utilization=$gpu_memory_utilization"
 [[ -z $model_args ]] || vllm_args+=",$model_args"
 
 command=(python3 -m med_rlvr_plugin.evaluate run "${models[@]}" --backend vllm --model-args "$vllm_args"
-  --n-samples "$n_samples" --max-gen-toks "$max_gen_toks")
+  --n-samples "$n_samples")
+[[ -z $max_gen_toks ]] || command+=(--max-gen-toks "$max_gen_toks")
+[[ -z $settings ]] || command+=(--settings "$settings")
 [[ -z $run_dir ]] || command+=(--run-dir "$run_dir")
 [[ -z $output_dir ]] || command+=(--output-dir "$output_dir")
 [[ -z $temperature ]] || command+=(--temperature "$temperature")

@@ -18,7 +18,7 @@ STAGE_COLORS = ("#e0e0e0", "#fdd9a0", "#c7e9c0", "#f6b2a8", "#d7bde2", "#aed6f1"
 _PLOT_AREA = (0, 0, 0.77, 1)  # the right 23% holds the keys
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,10 +31,11 @@ def _label(key: str) -> str:
     return key.removeprefix("behaviour_").replace("_", " ")
 
 
-def _step_figure(title: str, stages: Sequence[Stage], axis: str, panels: int):
+def step_figure(title: str, stages: Sequence[Stage], axis: str, panels: int):
     """A figure with the stage strip over `panels` panels sharing the step axis, the stage boundaries drawn
-    across the panels and the stage key in the margin; returns (figure, panels)."""
-    plt = _pyplot()
+    across the panels and the stage key in the margin; returns (figure, panels). evaluate's steps plot
+    uses it too."""
+    plt = pyplot()
     from matplotlib.patches import Patch
 
     figure, (strip, *axes) = plt.subplots(
@@ -66,7 +67,8 @@ def _step_figure(title: str, stages: Sequence[Stage], axis: str, panels: int):
     return figure, axes
 
 
-def _finish(figure, handles: Sequence, title: str) -> bytes:
+def finish_figure(figure, handles: Sequence, title: str) -> bytes:
+    """The key of the curves in the right margin, the layout, the PNG."""
     figure.legend(handles=handles, title=title, loc="lower left", bbox_to_anchor=(0.78, 0.08), fontsize="small")
     figure.tight_layout(rect=_PLOT_AREA)
     return png_bytes(figure, DPI)
@@ -74,7 +76,7 @@ def _finish(figure, handles: Sequence, title: str) -> bytes:
 
 def plot_behaviour(series: Sequence, stages: Sequence[Stage], axis: str) -> bytes:
     """Class shares as a stacked area, under the stage strip."""
-    figure, (axes,) = _step_figure("Behaviour classes per step, and the stages", stages, axis, 1)
+    figure, (axes,) = step_figure("Behaviour classes per step, and the stages", stages, axis, 1)
     xs = [x for x, _ in series]
     areas = axes.stackplot(
         xs,
@@ -85,14 +87,14 @@ def plot_behaviour(series: Sequence, stages: Sequence[Stage], axis: str) -> byte
     axes.set_ylim(0, 1)
     axes.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
     axes.set_ylabel("share of responses (0-1)")
-    return _finish(figure, areas[::-1], "classes")
+    return finish_figure(figure, areas[::-1], "classes")
 
 
 def plot_lines(
     series: Sequence, title: str, stages: Sequence[Stage], axis: str, panels: Sequence[tuple[Sequence[str], str]]
 ) -> bytes:
     """One panel per (keys, y-axis label), one line per key present, under the stage strip."""
-    figure, axes = _step_figure(title, stages, axis, len(panels))
+    figure, axes = step_figure(title, stages, axis, len(panels))
     handles = []
     for panel, (keys, unit) in zip(axes, panels, strict=True):
         for key in keys:
@@ -103,12 +105,12 @@ def plot_lines(
         panel.set_ylabel(unit)
     xs = [x for x, _ in series]
     axes[0].set_xlim(min(xs) - 0.5, max(xs) + 0.5)
-    return _finish(figure, handles, "curves")
+    return finish_figure(figure, handles, "curves")
 
 
 def plot_eval(evals: Sequence[Mapping]) -> bytes:
     """Per task, class shares per checkpoint (in `evals`' order) as stacked bars, and accuracy as black dots."""
-    plt = _pyplot()
+    plt = pyplot()
     tasks = sorted({entry["task"] for entry in evals})
     figure, panels = plt.subplots(1, len(tasks), figsize=FIGURE_SIZE, squeeze=False, sharey=True)
     figure.suptitle("Behaviour classes and accuracy per checkpoint (lm-eval responses)")

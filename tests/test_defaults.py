@@ -22,8 +22,7 @@ from med_rlvr_plugin.defaults import (
 REPO = Path(__file__).resolve().parent.parent
 PLACES = [
     ("launch/train_ppo_medqa.sh", r"--rollout\.max_new_tokens (\d+)", MAX_NEW_TOKENS),
-    ("launch/eval_checkpoint.sh", r"\bmax_gen_toks=(\d+)", MAX_NEW_TOKENS),
-    ("launch/eval_checkpoint.sh", r"--max-gen-toks N +\(default (\d+)", MAX_NEW_TOKENS),
+    ("launch/eval_checkpoint.sh", r"--max-gen-toks N +\(default: the run's [^,]*, else (\d+)", MAX_NEW_TOKENS),
     ("med_rlvr_plugin/lm_eval_tasks/_medrlvr_template_yaml", r"\n  max_gen_toks: (\d+)", MAX_NEW_TOKENS),
     ("docs/launch.md", r"\| length \| `--data\.max_len \d+`, `--rollout\.max_new_tokens (\d+)`", MAX_NEW_TOKENS),
     ("docs/evaluation.md", r"`--max-gen-toks` \(default (\d+)", MAX_NEW_TOKENS),

@@ -2,6 +2,7 @@
 sample logs, input errors, and lm-eval itself end to end on CPU (HF backend with a tiny random Qwen2; the plain
 lm_eval CLI on the shipped tasks; the vLLM backend's argument handling with a stand-in engine)."""
 
+import hashlib
 import json
 import os
 import re
@@ -17,7 +18,17 @@ from med_rlvr_plugin.data import format_row
 from med_rlvr_plugin.evaluate import EvalError, process_results, runner
 from med_rlvr_plugin.evaluate.__main__ import main
 from med_rlvr_plugin.evaluate.reports import compare, report
-from med_rlvr_plugin.evaluate.statistics import mcnemar_p, mean_interval, paired_bootstrap, pass_at_k, wilson_interval
+from med_rlvr_plugin.evaluate.statistics import (
+    RESAMPLES,
+    bounded_interval,
+    count_interval,
+    mcnemar_interval,
+    mcnemar_p,
+    mean_interval,
+    paired_bootstrap,
+    pass_at_k,
+    wilson_interval,
+)
 from med_rlvr_plugin.launcher import SAMPLE_QUESTIONS, SAMPLE_SOURCE, sample_rows
 from med_rlvr_plugin.prompts import render_prompt
 from med_rlvr_plugin.verifier import RewardConfig
@@ -88,7 +99,9 @@ def log_line(doc_id: int, row: dict, responses: list[str]) -> dict:
         "doc_id": doc_id,
         "doc": row,
         "target": row["label"],
-        "arguments": {"gen_args_0": {"arg_0": row["prompt"], "arg_1": {"until": [], "do_sample": False}}},
+        "arguments": {
+            "gen_args_0": {"arg_0": row["prompt"], "arg_1": {"until": [], "do_sample": False, "max_gen_toks": 1024}}
+        },
         "resps": [responses],
         "filtered_resps": responses[:1],
         "filter": "none",
@@ -173,8 +186,47 @@ def test_paired_bootstrap():
     assert low == pytest.approx(0.2 - 1.96 * 0.06, abs=0.02) and high == pytest.approx(0.2 + 1.96 * 0.06, abs=0.02)
     assert p < 0.01
     assert paired_bootstrap([1] * 30 + [-1] * 10 + [0] * 60) == (low, high, p)  # seeded
-    assert paired_bootstrap([0.0] * 8) == (0.0, 0.0, 1.0)
+    low, high, p = paired_bootstrap([0.0] * 8)  # no change on 8 questions is not "[0.0, 0.0]"
+    assert low < 0 < high and p == 1.0
     assert paired_bootstrap([1, -1] * 50)[2] > 0.5
+
+
+def test_bootstrap_p_is_bounded_by_the_resamples_and_agrees_with_its_interval():
+    # every question gained: no resampled mean on the far side of 0, so p is the floor 2 / (B + 1), never 0
+    low, high, p = paired_bootstrap([0.5, 0.25, 0.75, 1.0] * 10)
+    assert p == pytest.approx(2 / (RESAMPLES + 1)) and 0 < low < high
+    # p < 0.05 exactly when the interval excludes 0, over differences from clear to null
+    for gained in range(0, 13):
+        low, high, p = paired_bootstrap([0.5] * gained + [-0.5] * 4 + [0.0] * 20, seed=gained)
+        assert (p < 0.05) == (low > 0 or high < 0), (gained, low, high, p)
+
+
+def test_mcnemar_interval_agrees_with_the_test_and_never_collapses():
+    for n in range(1, 13):
+        for b in range(n + 1):
+            for c in range(n + 1 - b):
+                low, high = mcnemar_interval(b, c, n)
+                assert low < high and low <= (b - c) / n <= high, (b, c, n)
+                assert (mcnemar_p(b, c) < 0.05) == (low > 0 or high < 0), (b, c, n, low, high)
+    # the issue's row: 5 of 5 questions gained, p = 2 / 32; the interval holds 0 (the bootstrap's was [+1, +1])
+    low, high = mcnemar_interval(5, 0, 5)
+    assert mcnemar_p(5, 0) == pytest.approx(0.0625) and low < 0 < high == 1.0
+    assert mcnemar_interval(0, 0, 20) == pytest.approx((-0.1611, 0.1611), abs=5e-5)  # +- Wilson's 0 of 20
+
+
+def test_intervals_keep_to_the_range_and_have_width():
+    # k > 1: every response right on 3 questions is not certainty; Wilson's 3 of 3
+    assert bounded_interval([1.0, 1.0, 1.0]) == pytest.approx((0.4385, 1.0), abs=5e-5)
+    assert bounded_interval([0.0, 0.0, 0.0])[1] > 0.5
+    # rewards in [-1, 1]: the interval of the rescaled shares
+    low, high = bounded_interval([1.0, -1.0, 1.0, 1.0], -1.0, 1.0)
+    assert -1 <= low < 0.5 < high <= 1
+    # thinking words: the t interval of [0, 725.2] runs far below 0 ("362.6 [-9.8, 735.0]"-like); the
+    # log-scale one stays positive and holds the mean
+    assert mean_interval([0, 725.2])[0] < 0
+    low, high = count_interval([0, 725.2])
+    assert 0 < low < 362.6 < high
+    assert count_interval([0, 0, 0]) == (0.0, 0.0) and count_interval([5]) == (None, None)
 
 
 # ---------------------------------------------------------------- grading hooks, report, compare
@@ -190,6 +242,53 @@ def test_process_results_grades_like_the_paper():
     # a chat row: the text sent is the user message
     chat = {**row, "prompt": [{"role": "user", "content": "Q?\nA. x\nB. y"}]}
     assert evaluate.doc_to_text(chat) == "Q?\nA. x\nB. y"
+
+
+def test_strict_accuracy_and_reward_read_off_the_lenient_grade_equal_the_verifier_s():
+    """grade_texts grades once, in lenient format, and reads strict format off that grade: for responses of
+    every shape under eight reward configurations, the same verdicts as `grade_response` in strict format."""
+    from dataclasses import replace
+
+    from med_rlvr_plugin.verifier import grade_response
+
+    think = "The findings point to one mechanism rather than the others, so the answer follows."
+    shapes = [
+        " <think>{think}</think> <answer>{gold}</answer>",
+        " <think>{think}</think> <answer>{wrong}</answer>",
+        "Step by step. <think>{think}</think> <answer>{gold}</answer>",
+        "Step by step. <think>{think}</think> <answer>{wrong}</answer>",
+        "Step by step. <think>{think}</think> <answer>{gold}</answer> Hope this helps.",
+        "Step by step. <think>{think}",
+        " <think>{gold}</think> <answer>{gold}</answer>",
+        "So: <think>{gold}</think> <answer>{gold}</answer>",
+        " <think>Short.</think> <answer>{gold}</answer>",
+        "Hi <think>Short.</think> <answer>{wrong}</answer>",
+        " <think>{think}</think> <answer>{gold} or {wrong}</answer>",
+        "\n  <think>{think}</think>\n<answer>({gold})</answer>",
+        "no tags at all, answer {gold}",
+        "",
+    ]
+    configs = [
+        RewardConfig(scheme=scheme, format=fmt, **penalties)
+        for scheme in ("neutral", "penalized")
+        for fmt in ("lenient", "strict")
+        for penalties in ({}, {"leak_penalty": 0.5, "min_think_words": 5, "short_think_penalty": 0.5})
+    ]
+    checked = 0
+    for row in sample_rows():
+        gold = row["label"]
+        wrong = "A" if gold != "A" else "B"
+        for shape in shapes:
+            text = shape.format(think=think, gold=gold, wrong=wrong)
+            for config in configs:
+                graded = evaluate.grade_texts(row["prompt"], [text], gold, config)
+                strict = grade_response(row["prompt"] + text, row["prompt"], gold, replace(config, format="strict"))
+                lenient = grade_response(row["prompt"] + text, row["prompt"], gold, replace(config, format="lenient"))
+                assert graded["accuracy_strict"] == strict.correct, (text, config)
+                assert graded["reward"] == (strict if config.format == "strict" else lenient).reward, (text, config)
+                assert graded["accuracy"] == lenient.correct and graded["preamble"] == lenient.preamble
+                checked += 1
+    assert checked == len(sample_rows()) * len(shapes) * len(configs)
 
 
 def test_report_from_fixed_responses(tmp_path):
@@ -277,18 +376,25 @@ def test_report_takes_each_task_s_newest_log_and_samples(tmp_path):
 def test_compare_pairs_the_same_questions(tmp_path):
     base = right_or_wrong(tmp_path / "base", [True] * 5 + [False] * 5)
     rlvr = right_or_wrong(tmp_path / "rlvr", [True] * 4 + [False] + [True] * 4 + [False])
-    other = right_or_wrong(tmp_path / "other", [True] * 8, ids=range(8))  # different question set
-    table = compare([base, rlvr, other], config=RewardConfig())
+    other = right_or_wrong(tmp_path / "other", [True] * 8, ids=range(8))  # 8 of base's 10 questions
+    few = right_or_wrong(tmp_path / "few", [True] * 12, ids=range(8, 12))  # 2 of them
+    table = compare([base, rlvr, other, few], config=RewardConfig())
     entry = table["models"]["rlvr"]["medrlvr_medqa"]
     # 4 questions only rlvr gets right, 1 only base: McNemar p = 2 P(X <= 1 | 5, 1/2) = 12/32
-    assert entry["value"] == 0.8 and entry["difference"] == pytest.approx(0.3)
+    assert entry["value"] == 0.8 and entry["difference"] == pytest.approx(0.3) and entry["n_paired"] == 10
     assert entry["paired"] and entry["test"] == "McNemar exact" and entry["p"] == pytest.approx(0.375)
-    # normal approximation: 0.3 +- 1.96 * sqrt(0.5 - 0.09) / sqrt(10) = [-0.10, 0.70]; resampled means step by 0.1
-    assert -0.2 <= entry["low_difference"] <= 0.0 and 0.6 <= entry["high_difference"] <= 0.8
-    unpaired = table["models"]["other"]["medrlvr_medqa"]
-    assert unpaired["paired"] is False and unpaired["difference"] == pytest.approx(0.5) and "p" not in unpaired
-    assert "| rlvr | 80.0 [49.0, 94.3] | +30.0 [" in table["markdown"]
-    assert "+50.0 (questions differ, unpaired)" in table["markdown"]
+    # the interval McNemar's test inverts: 5 / 10 discordant x (2 q - 1), q in Clopper-Pearson's [0.284, 0.995]
+    assert (entry["low_difference"], entry["high_difference"]) == pytest.approx(mcnemar_interval(4, 1, 10))
+    assert entry["low_difference"] < 0 < entry["high_difference"]
+    # paired on the 8 shared questions: base right on 5 of them, other on all 8; 3 discordant, p = 2 / 8
+    shared = table["models"]["other"]["medrlvr_medqa"]
+    assert shared["paired"] and shared["n_paired"] == 8 and shared["n"] == 8
+    assert shared["difference"] == pytest.approx(3 / 8) and shared["p"] == pytest.approx(0.25)
+    refused = table["models"]["few"]["medrlvr_medqa"]
+    assert refused == refused | {"paired": False, "n_paired": 2, "reason": "2 shared of 10 and 4 questions"}
+    assert "difference" not in refused and "p" not in refused
+    assert "| rlvr | 80.0 [49.0, 94.3] | +30.0 [" in table["markdown"] and "| 0.38 | 10 |" in table["markdown"]
+    assert "| not paired: 2 shared of 10 and 4 questions |  | 2 |" in table["markdown"]
 
     result = subprocess.run(
         [
@@ -299,16 +405,80 @@ def test_compare_pairs_the_same_questions(tmp_path):
             str(base),
             str(rlvr),
             "--output",
-            str(tmp_path / "table.md"),
+            str(tmp_path / "new" / "folder" / "table.md"),
         ],
         capture_output=True,
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "table.md").read_text() in result.stdout
-    assert json.loads((tmp_path / "table.json").read_text())["models"]["rlvr"]["medrlvr_medqa"]["p"] == pytest.approx(
+    written = tmp_path / "new" / "folder"
+    assert (written / "table.md").read_text() in result.stdout
+    assert json.loads((written / "table.json").read_text())["models"]["rlvr"]["medrlvr_medqa"]["p"] == pytest.approx(
         0.375
     )
+
+
+def sampled(folder: Path, shares: list[float], k: int = 4, temperature: float = 1.0, label: str = "A") -> Path:
+    """A model sampled k times per question: question i right in shares[i] of its responses."""
+    lines = []
+    for i, share in enumerate(shares):
+        row = doc(i, f"Question {i}?", ["First", "Second", "Third", "Fourth"], label)
+        right = round(share * k)
+        texts = [f" <think>R {i}.</think> <answer>{'A' if j < right else 'B'}</answer>" for j in range(k)]
+        line = log_line(i, row, texts)
+        line["arguments"]["gen_args_0"]["arg_1"] = {
+            "until": [],
+            "do_sample": True,
+            "temperature": temperature,
+            "max_gen_toks": 1024,
+        }
+        lines.append(line)
+    write_log(folder, "medrlvr_medqa", lines)
+    return folder
+
+
+def test_compare_with_sampled_runs_flags_settings_and_bounds_p(tmp_path):
+    base = right_or_wrong(tmp_path / "base", [False] * 20)
+    rlvr = sampled(tmp_path / "rlvr", [1.0] * 20)  # every response right: the bootstrap has nothing below 0
+    table = compare([base, rlvr], config=RewardConfig())
+    entry = table["models"]["rlvr"]["medrlvr_medqa"]
+    assert entry["test"] == "paired bootstrap" and entry["p"] == pytest.approx(2 / (RESAMPLES + 1))
+    assert entry["settings_differ"] == ["k 4 vs 1", "temperature 1.0 vs 0.0"]
+    assert entry["low"] < 1.0 == entry["high"]  # Wilson over 20 questions, not "100.0 [100.0, 100.0]"
+    assert entry["low_difference"] < 1.0 == entry["high_difference"]  # not "+100.0 [+100.0, +100.0]"
+    assert "| +100.0 [+" in table["markdown"] and " † | ≤0.0002 | 20 |" in table["markdown"]
+    assert "† rlvr, medrlvr_medqa: k 4 vs 1, temperature 1.0 vs 0.0 (first model's)" in table["markdown"]
+    # report: rates, pass@k and the reward of a sampled run keep their width
+    metrics = report(rlvr, RewardConfig())["tasks"]["medrlvr_medqa"]["metrics"]
+    assert metrics["accuracy"]["low"] < 1.0 and metrics["pass@4"]["low"] < 1.0 and metrics["reward"]["low"] < 1.0
+
+
+def test_compare_refuses_a_question_with_another_label(tmp_path):
+    base = right_or_wrong(tmp_path / "base", [True] * 4)
+    other = sampled(tmp_path / "other", [1.0] * 4, k=1, temperature=0.0, label="B")
+    with pytest.raises(EvalError, match=r"medrlvr_medqa, question q\d: the label differs between other and base"):
+        compare([base, other], config=RewardConfig())
+
+
+def test_report_skips_other_tasks_with_a_note(tmp_path, capsys):
+    folder = fixed_model(tmp_path / "cli" / "model__name")
+    foreign = {"doc_id": 0, "doc": {"sent1": "x", "ending0": "y"}, "arguments": {}, "resps": [[["-1.5", "False"]]]}
+    write_log(folder, "medqa_4options", [foreign])
+    summary = report(tmp_path / "cli", RewardConfig())
+    assert list(summary["tasks"]) == ["medrlvr_medqa"]
+    assert summary["skipped"] == [
+        "skipped task medqa_4options: its rows have no 'prompt' and 'label' (not a prepared prompt file)"
+    ]
+    assert "Note: skipped task medqa_4options" in (tmp_path / "cli" / "report.md").read_text()
+    assert "note: " in capsys.readouterr().err
+    assert compare([folder, fixed_model(tmp_path / "again")], config=RewardConfig())["tasks"] == ["medrlvr_medqa"]
+    assert f"note: {folder}: skipped task medqa_4options" in capsys.readouterr().err
+    write_log(tmp_path / "other", "medqa_4options", [foreign])
+    with pytest.raises(EvalError, match="no lm-eval sample logs of prepared prompt files.*medqa_4options are other"):
+        report(tmp_path / "other", RewardConfig())
+    # a scratch folder a killed run left is no second model
+    write_log(folder / ".lm_eval-99999999-x", "medrlvr_medqa", [])
+    assert list(report(folder, RewardConfig())["tasks"]) == ["medrlvr_medqa"]
 
 
 def test_compare_takes_the_old_metric_names_with_a_note(tmp_path, capsys):
@@ -443,7 +613,12 @@ def test_run_takes_the_old_backend_flag_with_a_note(tmp_path, capsys):
     assert main(["run", missing, "--model", "vllm", "--output-dir", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "med-rlvr evaluate: warning: --model vllm is deprecated; use --backend vllm"
-    assert error_line("\n".join(err[1:]), "no_such_model: no such folder")
+    # without vLLM installed (as here), one line says so before anything else is read
+    assert err[1:] == [
+        "med-rlvr evaluate: error: --backend vllm: vLLM is not installed here; on a GPU node install the gpu "
+        "extra (pip install -e '.[gpu,eval]'), or use --backend hf"
+    ]
+    assert not (tmp_path / "out").exists()
     err = usage_error(["run", missing, "--model", "hf", "--backend", "hf", "--output-dir", "x"], capsys)
     assert error_line(err, "give the backend once, as --backend")
     assert error_line(usage_error(["run", missing, "--backend", "tgi"], capsys), "argument --backend: invalid choice")
@@ -470,15 +645,20 @@ def newest_samples(folder: Path, task: str) -> list[dict]:
 
 
 @pytest.mark.integration
-def test_hf_backend_end_to_end_and_resume_from_cache(workdir, tiny_qwen2, monkeypatch):
-    """Two checkpoints of a pretend run, three tasks (two shipped, one chat file named by the user), 2 questions
-    each; the second run regenerates nothing (counted at the HF model's generate_until)."""
+def test_hf_backend_end_to_end_and_resume_from_cache(workdir, tiny_qwen2, monkeypatch, capsys):
+    """Two checkpoints of a pretend run and its base model, three tasks (two shipped, one chat file named by
+    the user), 2 questions each, on the CPU without being told (no CUDA here), with the reward and max new
+    tokens of the run's manifest; the second run, the model spelt another way, regenerates nothing (counted
+    at the HF model's generate_until)."""
     from lm_eval.models.huggingface import HFLM
 
     run_dir = workdir / "run"
     (run_dir / "ckpt").mkdir(parents=True)
     (run_dir / "ckpt" / "global_step10_hf").symlink_to(tiny_qwen2)
     (run_dir / "model").symlink_to(tiny_qwen2)
+    settings = {"actor": {"model_name_or_path": str(tiny_qwen2)}, "rollout": {"max_new_tokens": 6}}
+    reward = {"env": {"MED_RLVR_REWARD_SCHEME": "penalized"}}
+    (run_dir / "manifest.json").write_text(json.dumps({"kind": "ppo", "reward": reward, "settings": settings}))
     calls = []
     generate_until = HFLM.generate_until
     monkeypatch.setattr(
@@ -486,32 +666,31 @@ def test_hf_backend_end_to_end_and_resume_from_cache(workdir, tiny_qwen2, monkey
         "generate_until",
         lambda self, requests, *a, **k: calls.append(len(requests)) or generate_until(self, requests, *a, **k),
     )
-    options = [
-        "--data",
-        "data/medqa_test.jsonl",
-        "data/mmlu_pro_health.jsonl",
-        "data/medqa_chat.jsonl",
-        "--limit",
-        "2",
-        "--max-gen-toks",
-        "6",
-        "--model-args",
-        "dtype=float32",
-        "--device",
-        "cpu",
-        "--batch-size",
-        "1",
-    ]
-    assert main(["run", "--run-dir", str(run_dir), *options]) == 0
+    data = ["data/medqa_test.jsonl", "data/mmlu_pro_health.jsonl", "data/medqa_chat.jsonl"]
+    options = ["--data", *data, "--limit", "2", "--model-args", "dtype=float32", "--batch-size", "1"]
+    assert main(["run", str(tiny_qwen2), "--run-dir", str(run_dir), *options]) == 0
+    err = capsys.readouterr().err
+    assert "note: no CUDA GPU on this machine; generating on the CPU (--device cpu)" in err
+    assert "settings: reward scheme=penalized, format=lenient, leak_penalty=0.0" in err and "up to 6 new" in err
     out = run_dir / "eval"
     tasks = ["medrlvr_medqa", "medrlvr_mmlu_pro_health", "medrlvr_medqa_chat"]
-    assert sum(calls) == 2 * 3 * 2  # models x tasks x questions, every one generated
-    for label in ("global_step10_hf", "model"):
+    assert sum(calls) == 3 * 3 * 2  # models x tasks x questions, every one generated
+    for label in (tiny_qwen2.name, "global_step10_hf", "model"):
         folder = out / label
         assert len(list(folder.glob("results_*.json"))) == 2  # one lm-eval run for base prompts, one for chat
         assert len(list(folder.glob("lm_eval_cache_*_rank0.db"))) == 1
+        assert not list(folder.glob(".lm_eval-*"))
         summary = json.loads((folder / "summary.json").read_text())
         assert sorted(summary["tasks"]) == sorted(tasks) and (folder / "report.md").is_file()
+        # what was evaluated, and how
+        assert (summary["model_path"], summary["backend"]) == (str(tiny_qwen2.resolve()), "hf")
+        assert summary["model_args"] == f"pretrained={tiny_qwen2.resolve()},dtype=float32"
+        assert summary["reward_config"]["scheme"] == "penalized"
+        for task, file in zip(tasks, data, strict=True):
+            record = summary["tasks"][task]
+            assert record["data_sha256"] == hashlib.sha256((workdir / file).read_bytes()).hexdigest()
+            assert record["generation"] == {"until": [], "max_gen_toks": 6, "do_sample": False}
+            assert record["version"] == 1.0 and record["data_file"] == file
         # lm-eval's own aggregate of process_results equals the report's grading of the logs
         results = {}
         for path in folder.glob("results_*.json"):
@@ -519,9 +698,16 @@ def test_hf_backend_end_to_end_and_resume_from_cache(workdir, tiny_qwen2, monkey
         for task in tasks:
             assert summary["tasks"][task]["n"] == 2
             assert results[task]["accuracy,none"] == summary["tasks"][task]["metrics"]["accuracy"]["value"]
+            assert results[task]["reward,none"] == pytest.approx(summary["tasks"][task]["metrics"]["reward"]["value"])
             assert results[task]["response_chars,none"] == pytest.approx(
                 summary["tasks"][task]["metrics"]["response_chars"]["value"]
             )
+    steps = json.loads((out / "steps.json").read_text())
+    assert [(entry["checkpoint"], entry["step"]) for entry in steps] == [
+        (tiny_qwen2.name, 0),
+        ("global_step10_hf", 10),
+        ("model", None),
+    ]
     for name in ("comparison.md", "comparison.json", "steps.md", "steps.json", "steps.png"):
         assert (out / name).is_file(), name
 
@@ -546,10 +732,11 @@ def test_hf_backend_end_to_end_and_resume_from_cache(workdir, tiny_qwen2, monkey
         == f"<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
     )
 
-    # Again, one checkpoint named directly: the same output folder, so the same cache.
+    # Again, one checkpoint named directly, by a relative path: the same output folder and the same cache.
     calls.clear()
     before = newest_samples(out / "global_step10_hf", "medrlvr_medqa_chat")
-    assert main(["run", str(run_dir / "ckpt" / "global_step10_hf"), "--output-dir", str(out), *options]) == 0
+    again = ["run", "./run/ckpt/global_step10_hf", "--output-dir", str(out), "--max-gen-toks", "6", *options]
+    assert main([*again, "--device", "cpu"]) == 0
     assert calls == []  # every response came from lm-eval's cache
     assert newest_samples(out / "global_step10_hf", "medrlvr_medqa_chat") == before
     assert len(list((out / "global_step10_hf").glob("samples_medrlvr_medqa_chat_2*.jsonl"))) == 2
@@ -652,6 +839,10 @@ def test_eval_checkpoint_script_through_lm_eval_vllm_backend(workdir, tiny_qwen2
     run_dir = workdir / "run"
     (run_dir / "ckpt").mkdir(parents=True)
     (run_dir / "ckpt" / "global_step30_hf").symlink_to(tiny_qwen2)
+    # a run trained with 2,048 new tokens and the penalized reward: evaluated so, from a fresh shell
+    settings = {"actor": {"model_name_or_path": "Qwen/Qwen2.5-3B"}, "rollout": {"max_new_tokens": 2048}}
+    reward = {"env": {"MED_RLVR_REWARD_SCHEME": "penalized"}}
+    (run_dir / "manifest.json").write_text(json.dumps({"kind": "ppo", "reward": reward, "settings": settings}))
     log = workdir / "vllm_calls.jsonl"
     env = {
         "PYTHONPATH": f"{fake}{os.pathsep}{REPO}",  # the code under test, not an installed copy
@@ -676,7 +867,7 @@ def test_eval_checkpoint_script_through_lm_eval_vllm_backend(workdir, tiny_qwen2
     assert result.returncode == 0, result.stderr[-3000:]
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     engine = next(call for call in calls if call["kind"] == "engine")
-    assert engine["model"] == str(run_dir / "ckpt" / "global_step30_hf")
+    assert engine["model"] == str(tiny_qwen2.resolve())  # the checkpoint's resolved path, which identifies it
     assert (
         engine["tensor_parallel_size"],
         engine["gpu_memory_utilization"],
@@ -685,9 +876,10 @@ def test_eval_checkpoint_script_through_lm_eval_vllm_backend(workdir, tiny_qwen2
     ) == (2, 0.8, 4096, "bfloat16")
     sampling = [call for call in calls if call["kind"] == "sampling_params"]
     assert len(sampling) == 2 * 3  # two shipped tasks x 3 questions
-    # greedy, training's 1024 tokens, and only EOS as a stop string: nothing is cut before </answer>
-    assert all((s["temperature"], s["max_tokens"], s["stop"]) == (0.0, 1024, ["<|endoftext|>"]) for s in sampling)
+    # greedy, the run's 2048 tokens, and only EOS as a stop string: nothing is cut before </answer>
+    assert all((s["temperature"], s["max_tokens"], s["stop"]) == (0.0, 2048, ["<|endoftext|>"]) for s in sampling)
     summary = json.loads((run_dir / "eval" / "global_step30_hf" / "summary.json").read_text())
+    assert summary["reward_config"]["scheme"] == "penalized" and summary["backend"] == "vllm"
     gold = [row["label"] for row in sample_rows()[:3]]  # B, C, A: the canned answer B is right once in 3
     assert summary["tasks"]["medrlvr_medqa"]["metrics"]["accuracy"]["value"] == pytest.approx(gold.count("B") / 3)
     assert (run_dir / "eval" / "steps.png").is_file()
@@ -705,7 +897,7 @@ def test_eval_checkpoint_script_through_lm_eval_vllm_backend(workdir, tiny_qwen2
     assert "med-rlvr evaluate: warning: --model vllm is deprecated; use --backend vllm\n" in result.stderr
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     engines = [call["model"] for call in calls if call["kind"] == "engine"]
-    assert engines == [str(run_dir / "ckpt" / "global_step30_hf"), str(tiny_qwen2)]
+    assert engines == [str(tiny_qwen2.resolve())] * 2
 
 
 def test_eval_checkpoint_script_refuses_bad_flags(tmp_path):

@@ -229,16 +229,16 @@ def test_compare_prints_the_paper_block_then_the_ood_block(tmp_path):
     paper, ood = markdown.split(
         "## Out of distribution (medrlvr_ood: medrlvr_medmcqa, medrlvr_pubmedqa, medrlvr_mmlu_medical)"
     )
-    assert "| model | medrlvr_medqa | difference | p | medrlvr_medqa_loglik | difference | p |" in paper
+    assert "| model | medrlvr_medqa | difference | p | n | medrlvr_medqa_loglik | difference | p | n |" in paper
     assert "medrlvr_medmcqa" not in paper
     generate, loglik = ood.split("### log-likelihood")
     assert (
-        "| model | medrlvr_medmcqa | difference | p | medrlvr_pubmedqa | difference | p | medrlvr_mmlu_medical |"
-        in generate
+        "| model | medrlvr_medmcqa | difference | p | n | medrlvr_pubmedqa | difference | p | n "
+        "| medrlvr_mmlu_medical |" in generate
     )
     # McNemar per benchmark: 5 discordant pairs all one way, p = 2 / 2^5
-    assert re.search(r"\| rlvr \| 80\.0 \[49\.0, 94\.3\] \| \+50\.0 \[[^]]+\] \| 0\.062 \|", generate)
-    assert "_loglik | difference | p |" in loglik
+    assert re.search(r"\| rlvr \| 80\.0 \[49\.0, 94\.3\] \| \+50\.0 \[[^]]+\] \| 0\.062 \| 10 \|", generate)
+    assert "_loglik | difference | p | n |" in loglik
     assert loglik.startswith("\n\naccuracy by log-likelihood (the option letter scored highest after the prompt")
     assert "| base | 30.0 | (baseline) | 50.0 | (baseline) |" in loglik  # the macro averages
     assert "| rlvr | 63.3 | +33.3 | 80.0 | +30.0 |" in loglik

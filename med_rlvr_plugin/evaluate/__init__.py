@@ -10,15 +10,18 @@ the request cache, sample logs. The package adds, one concern a module:
   training RewardConfig (MED_RLVR_* variables, the paper's by default). The log-likelihood variant of each
   task (`*_loglik`, `--mode loglik`) scores each option letter after the same prompt instead
   (`doc_to_choice`, `doc_to_target`, `process_loglik_docs`, `process_loglik_results`: `loglik_accuracy`);
-- `statistics`: pure functions, `wilson_interval`, `mean_interval`, `pass_at_k`, `mcnemar_p`,
-  `paired_bootstrap`;
+- `statistics`: pure functions, `wilson_interval`, `bounded_interval`, `count_interval`, `pass_at_k`,
+  `mcnemar_p` and `mcnemar_interval`, `paired_bootstrap`;
 - `reports`: `report` and `compare` read lm-eval's sample logs and grade them again with the same
   `grade_texts`, using the prompt exactly as sent (after any chat template), so any lm-eval run, ours or
   the plain CLI's, gets the full table: Wilson intervals, subgroups, pass@k, paired tests (the logs are
   read by `med_rlvr_plugin.lm_eval_logs`, which analyze shares);
 - `modes`: the log-likelihood logs graded again, report's both-measures table, and compare's paper block
   followed by the out-of-distribution block (`medrlvr_ood`: per-benchmark paired tests, macro average);
-- `runner`: `run`, lm-eval on models (or a run's checkpoints) x prompt files, and the steps table and plot;
+- `settings`: what a run grades and generates with (the run's manifest against the shell), and the
+  machine's checks (CPU without CUDA, vLLM installed, a hub model reachable);
+- `runner`: `run`, lm-eval on models (or a run's checkpoints) x prompt files, one folder per model;
+- `steps`: accuracy by training step, the table and the plot;
 - `__main__`: the command line, `python -m med_rlvr_plugin.evaluate run|report|compare`.
 docs/evaluation.md has the commands, the metric definitions and an example table.
 """
@@ -40,7 +43,6 @@ from med_rlvr_plugin.verifier import (
     ANSWER_OPEN,
     RewardConfig,
     config_from_env,
-    grade_response,
     parse_answer_letter,
     parse_label,
 )
@@ -51,7 +53,8 @@ LOGLIK_TEMPLATE = TASK_DIR / "_medrlvr_loglik_template_yaml"
 OOD_GROUP = TASK_DIR / "medrlvr_ood.yaml"
 # Per-question metrics: key, what the report calls it, and kind. The keys are reward.METRICS' names (of the
 # lenient-format score, the paper's) and evaluate's own three, ADDED_METRICS. A "rate" is a proportion of
-# responses (a Wilson interval with one response per question), a "mean" any other average (a t interval).
+# responses, the "mean" reward an average in [-1, 1] (both Wilson intervals over questions), a "count" an
+# average number of words or characters (a log-scale t interval).
 ADDED_METRICS = ("accuracy_strict", "relaxed_accuracy", "reward")
 METRICS = (
     ("accuracy", "accuracy (lenient, the paper's)", "rate"),
@@ -61,8 +64,8 @@ METRICS = (
     ("answer_leak", "answer leak", "rate"),
     ("preamble", "text before <think>", "rate"),
     ("reward", "mean reward (training config)", "mean"),
-    ("think_words", "thinking words", "mean"),
-    ("response_chars", "response characters", "mean"),
+    ("think_words", "thinking words", "count"),
+    ("response_chars", "response characters", "count"),
 )
 RATES = tuple(key for key, _, kind in METRICS if kind == "rate")
 
@@ -120,30 +123,34 @@ def relaxed_letter(completion: str) -> str | None:
 def grade_texts(prompt: str, texts: Sequence[str], label: object, config: RewardConfig) -> dict[str, float]:
     """Each metric of METRICS for one question, averaged over its responses `texts` to `prompt`.
 
-    The metrics of reward.METRICS are `score_sample`'s in lenient format (the paper's); accuracy is graded
-    again in strict format, and the reward is the one `config` (the training run's) gives.
+    The metrics of reward.METRICS are `score_sample`'s in lenient format (the paper's); accuracy in strict
+    format and the reward `config` (the training run's) gives are read off the same grade: strict format
+    differs only in refusing text before `<think>` in an otherwise well-formed response, which then earns
+    -1 (`verifier.grade_response` checks it after the tags, before the letter). Grading once instead of
+    twice; tests/test_evaluate.py checks the two against `grade_response` in strict format.
     """
     gold = parse_label(label)
-    lenient, strict = _formats(config)
+    lenient = _lenient(config)
     totals: Counter = Counter()
     for text in texts:
         score = score_sample(prompt + text, prompt, label, lenient)
-        strict_grade = grade_response(prompt + text, prompt, label, strict)
+        grade = score.grade
+        refused = grade.well_formed and grade.preamble  # malformed in strict format
         totals.update(score.metrics)
         totals.update(
             {
-                "accuracy_strict": strict_grade.correct,
-                "relaxed_accuracy": relaxed_letter(score.grade.completion) == gold,
-                "reward": (strict_grade if config.format == "strict" else score.grade).reward,
+                "accuracy_strict": grade.correct and not refused,
+                "relaxed_accuracy": relaxed_letter(grade.completion) == gold,
+                "reward": -1.0 if refused and config.format == "strict" else grade.reward,
             }
         )
     return {key: totals[key] / len(texts) for key, _, _ in METRICS}
 
 
 @lru_cache(maxsize=8)
-def _formats(config: RewardConfig) -> tuple[RewardConfig, RewardConfig]:
-    """`config` in lenient and in strict format; cached, since copying a dataclass costs a tenth of grading."""
-    return replace(config, format="lenient"), replace(config, format="strict")
+def _lenient(config: RewardConfig) -> RewardConfig:
+    """`config` in lenient format; cached, since copying a dataclass costs a tenth of grading."""
+    return replace(config, format="lenient")
 
 
 # ---------------------------------------------------------------- lm-eval task hooks
@@ -163,10 +170,11 @@ def process_docs(dataset):
     return dataset
 
 
-def process_results(doc: Mapping, results: list) -> dict[str, float]:
-    """lm-eval's hook: `results` is [text], or [[text, ...]] with repeats and a take_first_k filter."""
+def process_results(doc: Mapping, results: list, config: RewardConfig | None = None) -> dict[str, float]:
+    """lm-eval's hook: `results` is [text], or [[text, ...]] with repeats and a take_first_k filter. `run`
+    binds `config` (the training run's, from its manifest); the plain lm_eval CLI grades with the shell's."""
     texts = results[0] if isinstance(results[0], list) else results
-    return grade_texts(doc_to_text(doc), texts, doc["label"], training_config())
+    return grade_texts(doc_to_text(doc), texts, doc["label"], config or training_config())
 
 
 # ---------------------------------------------------------------- log-likelihood variant (`*_loglik`)

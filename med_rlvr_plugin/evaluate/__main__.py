@@ -1,7 +1,7 @@
 """The command line: `python -m med_rlvr_plugin.evaluate run|report|compare`, the paper's accuracy table.
 
     python -m med_rlvr_plugin.evaluate run [MODEL ...] [--run-dir OUTPUT_DIR] [--data FILE ...] --output-dir DIR
-        [--mode generate|loglik|both]
+        [--mode generate|loglik|both] [--settings manifest|shell]
     python -m med_rlvr_plugin.evaluate report DIR
     python -m med_rlvr_plugin.evaluate compare DIR1 DIR2 ... [--metric accuracy] [--output FILE.md]
 
@@ -22,6 +22,7 @@ from med_rlvr_plugin.defaults import MAX_NEW_TOKENS
 from med_rlvr_plugin.evaluate import RATES
 from med_rlvr_plugin.evaluate.reports import compare, report, write_comparison
 from med_rlvr_plugin.evaluate.runner import MODES, check_flags, run
+from med_rlvr_plugin.evaluate.settings import SETTINGS_CHOICES
 
 BACKENDS = ("hf", "vllm")
 # The metric names before issue 14, still accepted by `compare --metric` (with a note).
@@ -62,11 +63,13 @@ def parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--mode", choices=MODES, default="generate", help="generate (default), loglik or both")
     run_parser.add_argument("--n-samples", type=int, default=1, help="responses per question (pass@1 is their mean)")
     run_parser.add_argument("--temperature", type=float, help="default 0 (greedy) for 1 sample, 1.0 (training's) else")
+    tokens = f"default: the run's max_new_tokens (its manifest.json), else {MAX_NEW_TOKENS}"
+    run_parser.add_argument("--max-gen-toks", type=int, help=tokens)
     run_parser.add_argument(
-        "--max-gen-toks",
-        type=int,
-        default=MAX_NEW_TOKENS,
-        help=f"default {MAX_NEW_TOKENS} (training's max_new_tokens)",
+        "--settings",
+        dest="settings_from",
+        choices=SETTINGS_CHOICES,
+        help="when MED_RLVR_* or --max-gen-toks contradict the run's manifest.json: use the manifest's or the shell's",
     )
     run_parser.add_argument("--limit", type=int, help="only the first N questions of each file")
     run_parser.add_argument("--batch-size", help="lm-eval's batch size (a number or auto)")
@@ -136,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 batch_size=args.batch_size,
                 device=args.device,
                 mode=args.mode,
+                settings_from=args.settings_from,
             )
         elif args.command == "report":
             report(args.directory)

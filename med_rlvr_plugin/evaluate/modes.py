@@ -19,6 +19,7 @@ from med_rlvr_plugin.evaluate import (
     check_choices,
     check_row,
     doc_to_choice,
+    doc_to_text,
     loglik_accuracy,
     ood_tasks,
 )
@@ -29,7 +30,8 @@ LOGLIK_TITLE = "accuracy by log-likelihood (the option letter scored highest aft
 
 def read_loglik_questions(path: Path) -> list[dict]:
     """One record per logged question of a log-likelihood task: `key` (for pairing, as `read_questions`),
-    `subgroup` (None), `k` (1) and `accuracy`, graded again from the logged log-likelihoods."""
+    `subgroup` (None), `k` (1), the row's `label` and `prompt`, and `accuracy`, graded again from the logged
+    log-likelihoods."""
     questions, seen = [], Counter()
     for sample in read_choice_samples(path):
         doc = sample.doc
@@ -43,7 +45,16 @@ def read_loglik_questions(path: Path) -> list[dict]:
         identity = str(doc.get("id", sample.doc_id))
         seen[identity] += 1
         accuracy = loglik_accuracy(doc, sample.logliks)
-        questions.append({"key": f"{identity}#{seen[identity]}", "subgroup": None, "k": 1, "accuracy": accuracy})
+        questions.append(
+            {
+                "key": f"{identity}#{seen[identity]}",
+                "subgroup": None,
+                "k": 1,
+                "label": str(doc["label"]),  # compare refuses a shared id with another label or prompt
+                "prompt": doc_to_text(doc),
+                "accuracy": accuracy,
+            }
+        )
     if not questions:
         raise EvalError(f"{path}: the sample log is empty")
     return questions

@@ -6,12 +6,13 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
-from med_rlvr_plugin.defaults import MAX_NEW_TOKENS
 from med_rlvr_plugin.evaluate import (
     LOGLIK_TEMPLATE,
     TASK_DIR,
@@ -20,11 +21,20 @@ from med_rlvr_plugin.evaluate import (
     check_choices,
     check_row,
     ood_tasks,
-    training_config,
+    process_results,
 )
-from med_rlvr_plugin.evaluate.reports import cell, compare, markdown_table, report, write_comparison
-from med_rlvr_plugin.files import png_bytes, read_jsonl, write_together
+from med_rlvr_plugin.evaluate.reports import compare, load_results, pretrained, report, write_comparison
+from med_rlvr_plugin.evaluate.settings import (
+    check_backend,
+    check_hub_model,
+    describe,
+    resolve_device,
+    run_settings,
+)
+from med_rlvr_plugin.evaluate.steps import write_steps
+from med_rlvr_plugin.files import read_jsonl
 from med_rlvr_plugin.lm_eval_logs import LOGLIK, SAMPLES_NAME
+from med_rlvr_plugin.verifier import RewardConfig
 
 _CHECKPOINT_NAME = re.compile(r"(?:best_)?global_step(\d+)_hf")
 # generate: a response graded by the verifier (the paper's); loglik: each option letter's log-likelihood.
@@ -57,20 +67,45 @@ def read_prompt_file(path: Path) -> bool:
     return kinds.pop()
 
 
-def task_config(name: str, data_file: Path, n_samples: int, temperature: float, max_gen_toks: int) -> dict:
-    """The shipped task template for one prepared file, greedy or sampling `n_samples` per question."""
+# Training samples through vLLM with no top-k and no top-p (OpenRLHF's SamplingParams: top_k -1, top_p 1.0).
+# transformers would add its generation defaults (top_k 50, or the model's generation_config.json), so
+# sampling states both: "no top-k" is 0 for transformers and -1 for vLLM.
+NO_TOP_K = {"hf": 0, "vllm": -1}
+
+
+def task_config(
+    name: str,
+    data_file: Path,
+    *,
+    n_samples: int,
+    temperature: float,
+    max_gen_toks: int,
+    backend: str = "hf",
+    config: RewardConfig | None = None,
+) -> dict:
+    """The shipped task template for one prepared file, greedy or sampling `n_samples` per question as
+    training does, graded with `config` (default: this shell's), the file's sha256 in its metadata."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    config = load_yaml(TEMPLATE, resolve_func=True)
-    config |= {"task": name, "dataset_kwargs": {"data_files": {"test": str(data_file)}}}
-    config["generation_kwargs"] = config["generation_kwargs"] | {"max_gen_toks": max_gen_toks}
+    task = load_yaml(TEMPLATE, resolve_func=True)
+    task |= {"task": name, "dataset_kwargs": {"data_files": {"test": str(data_file)}}}
+    task["metadata"] = task.get("metadata", {}) | {"data_sha256": file_sha256(data_file)}
+    if config is not None:
+        task["process_results"] = partial(process_results, config=config)
+    task["generation_kwargs"] = task["generation_kwargs"] | {"max_gen_toks": max_gen_toks}
     if temperature > 0:
-        config["generation_kwargs"] |= {"do_sample": True, "temperature": temperature}
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": NO_TOP_K[backend], "top_p": 1.0}
+        task["generation_kwargs"] |= sampling
     if n_samples > 1:
         # repeats alone would grade only the first response (lm-eval's default take_first filter)
-        config["repeats"] = n_samples
-        config["filter_list"] = [{"name": "all", "filter": [{"function": "take_first_k", "k": n_samples}]}]
-    return config
+        task["repeats"] = n_samples
+        task["filter_list"] = [{"name": "all", "filter": [{"function": "take_first_k", "k": n_samples}]}]
+    return task
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a data file, recorded in each task's metadata (summary.json's `data_sha256`)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def mode_configs(name: str, data_file: Path, mode: str, settings: Mapping) -> list[dict]:
@@ -83,6 +118,7 @@ def mode_configs(name: str, data_file: Path, mode: str, settings: Mapping) -> li
         for where, row in read_jsonl(data_file, "prepare it with data_prep/prepare.py (docs/data.md)"):
             check_choices(row, where)
         config = load_yaml(LOGLIK_TEMPLATE, resolve_func=True)
+        config["metadata"] = config.get("metadata", {}) | {"data_sha256": file_sha256(data_file)}
         configs.append(config | {"task": name + LOGLIK, "dataset_kwargs": {"data_files": {"test": str(data_file)}}})
     return configs
 
@@ -128,21 +164,60 @@ def check_model(model: str) -> None:
     looks_local = model.startswith(("/", ".", "~")) or model.count("/") != 1 or Path(model.split("/")[0]).exists()
     if looks_local:
         raise EvalError(f"model {model}: no such folder")
+    check_hub_model(model)
+
+
+def model_path(model: str) -> str:
+    """What identifies a model: its folder's resolved path (`m`, `./m` and /abs/m are one model), or a hub id."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
 
 
 def model_fingerprint(backend: str, model_args: str, model: str) -> str:
     """Names the response cache: lm-eval keys cached texts by prompt and generation settings, not by model,
-    so one cache per backend, model arguments and weights (file names, sizes, times) keeps a retrained or
-    overwritten checkpoint from getting another model's responses."""
-    path = Path(model).expanduser()
+    so one cache per backend, model arguments (besides pretrained) and model: its resolved path and its
+    files (names, sizes, times), so that `m` and `./m` share a cache and a retrained or overwritten
+    checkpoint never gets another model's responses."""
+    path = Path(model_path(model))
+    identity: list = [str(path)]
     if path.is_dir():
         files = [
             (str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in path.rglob("*") if f.is_file()
         ]
-        identity = [str(path.resolve()), sorted(files)]
-    else:
-        identity = [model]  # a hub id
+        identity.append(sorted(files))
     return hashlib.sha256(json.dumps([backend, model_args, identity]).encode()).hexdigest()[:16]
+
+
+def check_owner(folder: Path, model: str) -> None:
+    """EvalError when `folder` holds another model's lm-eval runs (two models of one name, e.g. runs/sft/model
+    and runs/ppo/model, evaluated into one --output-dir in separate calls): never merge them."""
+    for path in sorted(folder.glob("results_*.json")):
+        loaded = pretrained(load_results(path))
+        if loaded and model_path(loaded) != model_path(model):
+            raise EvalError(
+                f"{folder} holds the evaluation of another model, {loaded} ({path.name}); evaluate {model} "
+                "into another --output-dir"
+            )
+
+
+def remove_stale_scratch(folder: Path) -> None:
+    """Remove the scratch folders (.lm_eval-PID-*) that a killed run left in `folder`, with a note each."""
+    for scratch in sorted(folder.glob(".lm_eval-*")):
+        pid = scratch.name.split("-")[1]
+        if pid.isdigit() and _running(int(pid)):
+            continue
+        shutil.rmtree(scratch, ignore_errors=True)
+        print(f"med-rlvr evaluate: note: removed {scratch}, left by an interrupted run", file=sys.stderr)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid != os.getpid()
 
 
 def _labels(models: Sequence[str]) -> list[str]:
@@ -162,7 +237,6 @@ def evaluate_model(
     tasks: Mapping[str, tuple[Path, bool]],
     output: Path,
     *,
-    backend: str,
     model_args: str,
     settings: Mapping,
     batch_size: str | None,
@@ -170,24 +244,38 @@ def evaluate_model(
     limit: int | None,
     mode: str = "generate",
 ) -> None:
-    """Run lm-eval on one model and move its results and sample logs into `output`.
+    """Run lm-eval on one model and move its results and sample logs into `output`; a folder this call
+    created is removed again when the run fails.
 
-    lm-eval's EvaluationTracker writes the files (its own format, which `report` reads) into a temporary
-    folder; they are then checked and moved in one by one with os.replace, because the tracker only logs
-    a warning when a write fails.
+    lm-eval's EvaluationTracker writes the files (its own format, which `report` reads) into a scratch
+    folder named by this process; they are then checked and moved in one by one with os.replace, because
+    the tracker only logs a warning when a write fails.
     """
+    created = next((folder for folder in [*reversed(output.parents), output] if not folder.exists()), None)
+    output.mkdir(parents=True, exist_ok=True)
+    remove_stale_scratch(output)
+    try:
+        _evaluate(model, tasks, output, model_args, settings, batch_size, device, limit, mode)
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def _evaluate(model, tasks, output, model_args, settings, batch_size, device, limit, mode) -> None:
+    """evaluate_model's lm-eval runs, one for base prompts and one for chat prompts."""
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.tasks import TaskManager
 
-    output.mkdir(parents=True, exist_ok=True)
-    full_args = ",".join(part for part in (f"pretrained={model}", model_args) if part)
-    cache = output / f"lm_eval_cache_{model_fingerprint(backend, full_args, model)}"
+    backend = settings["backend"]
+    full_args = ",".join(part for part in (f"pretrained={model_path(model)}", model_args) if part)
+    cache = output / f"lm_eval_cache_{model_fingerprint(backend, model_args, model)}"
     # A run applies a chat template to all of its tasks or none, so chat files get their own run.
     for chat in sorted({chat for _, chat in tasks.values()}):
         chosen = [(name, path) for name, (path, is_chat) in tasks.items() if is_chat == chat]
         configs = [config for name, path in chosen for config in mode_configs(name, path, mode, settings)]
-        with tempfile.TemporaryDirectory(dir=output, prefix=".lm_eval-") as scratch:
+        with tempfile.TemporaryDirectory(dir=output, prefix=f".lm_eval-{os.getpid()}-") as scratch:
             tracker = EvaluationTracker(output_path=scratch)
             results = simple_evaluate(
                 model=backend,
@@ -216,64 +304,13 @@ def evaluate_model(
                 os.replace(path, output / path.name)
 
 
-def write_steps(output_dir: Path, rows: Sequence[tuple[str, int | None, Mapping]]) -> None:
-    """Accuracy against training step: steps.md, steps.json and steps.png in `output_dir`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    accuracy = [
-        (label, step, {task: entry["metrics"]["accuracy"] for task, entry in summary["tasks"].items()})
-        for label, step, summary in rows
-    ]
-    tasks = sorted({task for _, _, by_task in accuracy for task in by_task})
-    table = [
-        [label, "final" if step is None else str(step)]
-        + [cell(by_task[task], "rate") if task in by_task else "-" for task in tasks]
-        for label, step, by_task in accuracy
-    ]
-    markdown = (
-        "Accuracy (lenient, the paper's), percent [95% Wilson interval], by training step.\n\n"
-        + markdown_table(["checkpoint", "step", *tasks], table)
-        + "\n"
-    )
-    steps_json = [{"checkpoint": label, "step": step, "accuracy": by_task} for label, step, by_task in accuracy]
-    figure, axes = plt.subplots(figsize=(7, 4))
-    for index, task in enumerate(tasks):
-        points = [(step, by_task[task]) for _, step, by_task in accuracy if step is not None and task in by_task]
-        if points:
-            values = [100 * entry["value"] for _, entry in points]
-            errors = [
-                [value - 100 * entry["low"] for value, (_, entry) in zip(values, points, strict=True)],
-                [100 * entry["high"] - value for value, (_, entry) in zip(values, points, strict=True)],
-            ]
-            axes.errorbar(
-                [step for step, _ in points], values, yerr=errors, marker="o", capsize=3, color=f"C{index}", label=task
-            )
-        final = [by_task[task] for _, step, by_task in accuracy if step is None and task in by_task]
-        if final:  # the final model records no step: a dashed level across the plot
-            axes.axhline(100 * final[0]["value"], linestyle="--", color=f"C{index}", label=f"{task}, final model")
-    axes.set_xlabel("training step")
-    axes.set_ylabel("accuracy (%)")
-    axes.legend(fontsize="small")
-    figure.tight_layout()
-    write_together(
-        {
-            output_dir / "steps.md": [markdown],
-            output_dir / "steps.json": [json.dumps(steps_json, indent=1) + "\n"],
-            output_dir / "steps.png": png_bytes(figure, dpi=120),
-        }
-    )
-
-
 def check_flags(
     models: Sequence[str],
     run_dir: str | os.PathLike | None,
     output_dir: str | os.PathLike | None,
     n_samples: int,
     temperature: float | None,
-    max_gen_toks: int,
+    max_gen_toks: int | None,
     limit: int | None,
     model_args: str,
 ) -> dict:
@@ -291,7 +328,24 @@ def check_flags(
         raise EvalError("no model: name one or more model folders, or --run-dir OUTPUT_DIR of a training run")
     if output_dir is None and run_dir is None:
         raise EvalError("--output-dir is required without --run-dir")
-    return {"n_samples": n_samples, "temperature": temperature, "max_gen_toks": max_gen_toks}
+    return {"n_samples": n_samples, "temperature": temperature}
+
+
+def plan_models(
+    models: Sequence[str], run_dir: Path | None, output_dir: Path, base_model: str | None
+) -> tuple[list[str], list[str], dict[str, int | None]]:
+    """The models to evaluate (those named, then the run's checkpoints), their output folders' names, and
+    the step of each run model: a checkpoint's, None for the final model, 0 for a named model that is the
+    run's base model. EvalError for a model that is not there or whose folder holds another model."""
+    steps = {str(path): step for step, path in checkpoints(run_dir)} if run_dir is not None else {}
+    steps |= {model: 0 for model in models if base_model and model_path(model) == model_path(base_model)}
+    models = [*models, *(model for model in steps if model not in models)]
+    for model in models:
+        check_model(model)
+    labels = _labels(models)
+    for model, label in zip(models, labels, strict=True):
+        check_owner(output_dir / label, model)
+    return models, labels, steps
 
 
 def prompt_tasks(data: Sequence[str | os.PathLike]) -> dict[str, tuple[Path, bool]]:
@@ -322,26 +376,28 @@ def run(
     model_args: str = "",
     n_samples: int = 1,
     temperature: float | None = None,
-    max_gen_toks: int = MAX_NEW_TOKENS,
+    max_gen_toks: int | None = None,
     limit: int | None = None,
     batch_size: str | None = None,
     device: str | None = None,
+    settings_from: str | None = None,
     mode: str = "generate",
 ) -> Path:
     """Evaluate each model (and each checkpoint of `run_dir`) on each prepared file; write one folder per
-    model (lm-eval's files, report.md, summary.json), and comparison.md/.json and, for a run, steps.*.
-    `mode`: generate and grade (the paper's), score each option letter's log-likelihood (`loglik`), or both.
-    Every input is checked before any model loads. Returns the output folder."""
-    settings = check_flags(models, run_dir, output_dir, n_samples, temperature, max_gen_toks, limit, model_args)
-    training_config()  # a bad MED_RLVR_* variable fails now, not in lm-eval's grading after generation
-    steps = {str(path): step for step, path in checkpoints(Path(run_dir))} if run_dir is not None else {}
-    models = [*models, *steps]
-    output_dir = Path(run_dir) / "eval" if output_dir is None else Path(output_dir)
-    for model in models:
-        check_model(model)
+    model (lm-eval's files, report.md, summary.json), and comparison.md/.json and, for a run, steps.*,
+    graded and generated as the run's manifest says (`settings.run_settings`). `mode`: generate and grade
+    (the paper's), score each option letter's log-likelihood (`loglik`), or both. Every input is checked
+    before any model loads. Returns the output folder."""
+    flags = check_flags(models, run_dir, output_dir, n_samples, temperature, max_gen_toks, limit, model_args)
+    check_backend(backend)
+    run_dir = Path(run_dir) if run_dir is not None else None
+    chosen = run_settings(run_dir, max_gen_toks, settings_from)
+    output_dir = run_dir / "eval" if output_dir is None else Path(output_dir)
+    models, labels, steps = plan_models(models, run_dir, output_dir, chosen.base_model)
     tasks = prompt_tasks(data)
-
-    labels = _labels(models)
+    device = resolve_device(backend, device)
+    print(f"med-rlvr evaluate: settings: {describe(chosen)}", file=sys.stderr)
+    task_settings = flags | {"max_gen_toks": chosen.max_gen_toks, "backend": backend, "config": chosen.config}
     summaries = {}
     for model, label in zip(models, labels, strict=True):
         print(f"med-rlvr evaluate: {model} -> {output_dir / label}", file=sys.stderr)
@@ -349,26 +405,24 @@ def run(
             model,
             tasks,
             output_dir / label,
-            backend=backend,
             model_args=model_args,
-            settings=settings,
+            settings=task_settings,
             batch_size=batch_size,
             device=device,
             limit=limit,
             mode=mode,
         )
-        summaries[model] = report(output_dir / label)
+        summaries[model] = report(output_dir / label, chosen.config)
         print((output_dir / label / "report.md").read_text(encoding="utf-8"))
     if len(models) > 1:
-        table = compare([output_dir / label for label in labels])
+        table = compare([output_dir / label for label in labels], config=chosen.config)
         print(table["markdown"])
         write_comparison(table, output_dir / "comparison.md")
-    if steps:
-        rows = [
-            (label, steps[model], summaries[model])
-            for model, label in zip(models, labels, strict=True)
-            if model in steps
-        ]
-        write_steps(output_dir, rows)
+    if run_dir is not None:
+        timeline = run_dir / "analysis" / "timeline.json"  # analyze's, as the README runs it
+        pairs = zip(models, labels, strict=True)
+        write_steps(
+            output_dir, [(label, steps[model], summaries[model]) for model, label in pairs if model in steps], timeline
+        )
         print((output_dir / "steps.md").read_text(encoding="utf-8"))
     return output_dir
