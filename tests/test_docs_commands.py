@@ -109,6 +109,12 @@ def sandbox_template(tmp_path_factory: pytest.TempPathFactory, tiny_qwen2: Path)
     vocab = json.loads((model / "config.json").read_text())["vocab_size"]
     config |= {"eos_token_id": eos, "suppress_tokens": [token for token in range(vocab) if token != eos]}
     (model / "generation_config.json").write_text(json.dumps(config))
+    # Evaluation outputs the tables commands read, as the GPU commands before them would leave them.
+    base = shutil.copytree(model, root / "models/Qwen2.5-3B")
+    command = [sys.executable, "-m", "med_rlvr_plugin.evaluate", "run", str(base), str(model), "--limit", "3"]
+    command += ["--output-dir", "eval/paper", "--device", "cpu"]
+    done = subprocess.run(command, cwd=root, env=clean_env(PYTHONPATH=str(REPO)), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
     return root
 
 
