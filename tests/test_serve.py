@@ -614,8 +614,9 @@ def test_distinct_4_mb_prompts_keep_each_worker_within_100_mb():
 
 def test_small_requests_are_answered_while_a_slow_large_one_is_graded():
     """One worker; a 4.5 MB request whose prompt is not in its query (a long string search: about 0.3 s) is
-    graded off the event loop, so many one-sample requests sent after it are answered before it is (tens
-    to hundreds; 3 to 5 when it was graded on the loop, during its upload and parsing)."""
+    graded off the event loop, so many one-sample requests sent after it are answered before it is (24 to
+    hundreds, fewer the faster the machine grades it; 3 to 5 when it was graded on the loop, during its
+    upload and parsing: the bound sits at twice that)."""
     process, url = serve.start(args=["--workers", "1"])
     try:
         slow = {"query": ["a" * 3_000_000], "prompts": ["a" * 1_500_000 + "b"], "labels": ["B"]}
@@ -633,7 +634,7 @@ def test_small_requests_are_answered_while_a_slow_large_one_is_graded():
                         break
                 except BlockingIOError:
                     answered_first += 1
-        assert answered_first >= 30
+        assert answered_first >= 10
     finally:
         process.terminate()
         assert process.wait(timeout=60) == 0
