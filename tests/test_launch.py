@@ -199,7 +199,7 @@ def test_dry_run_without_data_uses_the_builtin_sample(tmp_path: Path) -> None:
     result = run_script("train_ppo_medqa.sh", "--dry-run", cwd=checkout)
     assert result.returncode == 0, result.stderr + result.stdout
     lines = result.stdout.splitlines()
-    missing = "data/medqa_train.jsonl,data/medqa_dev.jsonl not found"
+    missing = "data/medqa_train.jsonl, data/medqa_dev.jsonl not found"
     assert lines[0] == f"med-rlvr: dry run on the built-in sample: {missing}; none of your data checked"
     assert lines[-1] == (
         f"med-rlvr: dry run: every check passed for the built-in sample, not your data ({missing}); "

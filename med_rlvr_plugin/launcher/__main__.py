@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.builtin_sample and not options.dry_run:
         parser.error("--builtin-sample is for --dry-run only: a run trains on its own data")
     if options.builtin_sample:  # the first line and the last say it: none of the user's data is checked
+        options.builtin_sample = options.builtin_sample.replace(",", ", ")  # the script passes them comma-joined
         print(
             f"med-rlvr: dry run on the built-in sample: {options.builtin_sample} not found; none of your data checked"
         )
